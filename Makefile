@@ -1,0 +1,43 @@
+# The two set-up commands are `make install` and `make test`; everything else builds on them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFUSION := $(BIN)/confusion
+OUT ?= outputs
+
+.PHONY: install test lint demo figures bench smoke-sweeps paper-depth paper-width paper-bn-skip clean
+
+install:  ## virtual environment with the package (editable) and the test tools
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+	@echo "installed: activate with 'source $(VENV)/bin/activate', then run 'confusion --help'"
+
+test:  ## lint and the whole test suite (CPU only, no network)
+	$(BIN)/ruff check confusion_cli tests
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check confusion_cli tests
+
+demo:  ## a small depth sweep on the bundled digits, offline on a CPU, then its figures
+	$(CONFUSION) run +sweep=depth_mnist scale=demo records_root=$(OUT)/demo
+	$(CONFUSION) plot $(OUT)/demo
+
+figures:  ## smoke versions of every sweep, then every figure the records support
+	for s in depth width bn_skip linreg depth_mnist width_mnist init_depth init_width init_linear lowrank gd_vs_sgd; do \
+		$(CONFUSION) run +sweep=$$s scale=smoke records_root=$(OUT)/figures || exit 1; done
+	$(CONFUSION) plot $(OUT)/figures
+
+bench:  ## speed and memory ratios against baselines timed in the same run
+	$(BIN)/python -m confusion_cli.bench --out $(OUT)/bench
+
+paper-depth:  ## Fig 2 at the paper's scale (hundreds of GPU-hours: use a cluster launcher)
+	$(CONFUSION) run +sweep=depth scale=paper
+paper-width:
+	$(CONFUSION) run +sweep=width scale=paper
+paper-bn-skip:
+	$(CONFUSION) run +sweep=bn_skip scale=paper
+
+clean:
+	rm -rf $(OUT) .pytest_cache .ruff_cache
