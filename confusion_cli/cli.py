@@ -1,0 +1,239 @@
+"""`confusion run|plot|data`: the command line. User mistakes end in one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import secrets
+import sys
+import tempfile
+import warnings
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfusionError
+
+GROUPS = ("dataset", "model", "optim", "probe", "scale", "sweep")
+EXIT_USER_ERROR = 2
+
+
+def options(group: str) -> list[str]:
+    """The config names available in ``group`` (the YAML files of configs/GROUP)."""
+    folder = resources.files("confusion_cli") / "configs" / group
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def usage() -> str:
+    lines = [
+        "confusion: gradient confusion and SGD (De, Sankararaman et al., ICML 2020)",
+        "",
+        "usage:",
+        "  confusion run [OVERRIDES]          one run, e.g. confusion run model=mlp model.depth=8",
+        "  confusion run +sweep=NAME [OVERRIDES]   a sweep, e.g. confusion run +sweep=depth scale=quick",
+        "  confusion plot [RUNS_DIR] [--out DIR]  every figure the records under RUNS_DIR support",
+        "  confusion data NAME [--from DIR]   fetch a dataset, or import archives you already have",
+        "",
+        "Overrides are Hydra's: key=value, group=option, hydra/launcher=joblib|submitit_slurm.",
+    ]
+    for group in GROUPS:
+        lines.append(f"  {group + ':':9s} {', '.join(options(group))}")
+    lines += ["", "Records: outputs/ (records_root=PATH or $CONFUSION_OUTPUTS); "
+              "data: data/ (data_dir=PATH or $CONFUSION_DATA)."]
+    return "\n".join(lines)
+
+
+# -- run ------------------------------------------------------------------------------------
+def _is_sweep_override(text: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides([text])[0].is_sweep_override()
+
+
+def _sweep_size(text: str) -> int:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_overrides([text])[0]
+    return len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
+
+
+def compose(overrides: list[str]):
+    """Compose the config the way `confusion run` would; turn Hydra errors into one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    plain = [o for o in overrides if not _is_sweep_override(o)]
+    try:
+        with initialize_config_module("confusion_cli.configs", version_base=None):
+            return hydra_compose("config", overrides=plain, return_hydra_config=True)
+    except HydraException as exc:
+        raise ConfusionError(_explain_hydra_error(exc, overrides)) from None
+    except OmegaConfBaseException as exc:
+        raise ConfusionError(f"bad override: {str(exc).splitlines()[0]}") from None
+
+
+def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
+    text = str(exc).splitlines()[0]
+    for group in GROUPS:
+        for o in overrides:
+            key, _, value = o.lstrip("+~").partition("=")
+            if key == group and value not in options(group):
+                return (f"unknown {group} '{value}': choose one of {', '.join(options(group))} "
+                        f"({'+' if group == 'sweep' else ''}{group}=NAME)")
+    return f"{text} (see `confusion --help`)"
+
+
+def validate(cfg) -> None:
+    """Check the values a run needs before anything is launched."""
+    from . import data, models
+
+    models.validate(cfg.model)
+    if cfg.dataset.name not in data.DATASETS:
+        raise ConfusionError(f"unknown dataset '{cfg.dataset.name}': choose one of "
+                             f"{', '.join(data.DATASETS)}")
+    optim = cfg.optim
+    if not (isinstance(optim.lr, (int, float)) and math.isfinite(optim.lr) and optim.lr > 0):
+        raise ConfusionError(f"optim.lr must be a positive number, got {optim.lr}")
+    for key in ("batch_size", "epochs"):
+        if not isinstance(optim[key], int) or optim[key] < (1 if key == "batch_size" else 0):
+            raise ConfusionError(f"optim.{key} must be a positive integer, got {optim[key]}")
+    if cfg.probe.mode not in ("minibatch_pairs", "all_pairs", "per_example", "none"):
+        raise ConfusionError(f"unknown probe.mode '{cfg.probe.mode}': choose minibatch_pairs, "
+                             "all_pairs, per_example or none")
+    for key in ("pairs", "batches", "examples", "batch_size", "every"):
+        if not isinstance(cfg.probe[key], int) or cfg.probe[key] < 1:
+            raise ConfusionError(f"probe.{key} must be a positive integer, got {cfg.probe[key]}")
+    _check_writable(Path(cfg.records_root))
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfusionError(f"cannot write records to {path} ({exc.strerror}): choose a writable "
+                             "directory with records_root=PATH") from None
+
+
+def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
+    """{parameter: number of values} of the sweep (the sweep file's grid, then command-line sweeps)."""
+    sizes = {k: _sweep_size(f"{k}={v}") for k, v in (hydra_cfg.sweeper.params or {}).items()}
+    for o in overrides:
+        if _is_sweep_override(o):
+            sizes[o.split("=", 1)[0].lstrip("+")] = _sweep_size(o)
+    return sizes
+
+
+def cmd_run(overrides: list[str]) -> int:
+    from omegaconf import OmegaConf, open_dict
+
+    launch_id = f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+    if not any(o.startswith("launch_id=") for o in overrides):
+        overrides = [*overrides, f"launch_id={launch_id}"]
+    cfg = compose(overrides)
+    hydra_cfg = cfg.hydra
+    with open_dict(cfg):
+        del cfg["hydra"]
+    validate(cfg)
+    multirun = str(hydra_cfg.mode) in ("MULTIRUN", "RunMode.MULTIRUN") or any(
+        a in ("-m", "--multirun") for a in overrides) or any(map(_is_sweep_override, overrides))
+    if multirun:
+        sizes = plan_sweep(hydra_cfg, overrides)
+        total = math.prod(sizes.values())
+        sweep_dir = Path(OmegaConf.to_container(hydra_cfg, resolve=True)["sweep"]["dir"])
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "sweep.json").write_text(json.dumps({"total": total, "grid": sizes}))
+        grid = " x ".join(f"{k} {n}" for k, n in sizes.items())
+        print(f"sweep {cfg.sweep.name}: {total} runs ({grid}) -> {sweep_dir}", flush=True)
+        if not any(a in ("-m", "--multirun") for a in overrides):
+            overrides = [*overrides, "--multirun"]
+    return _hydra_main(overrides)
+
+
+def _hydra_main(overrides: list[str]) -> int:
+    import hydra
+
+    from .run import task
+
+    def single_run_task(cfg):
+        try:
+            return task(cfg)
+        except ConfusionError as exc:  # one line, no traceback, for single runs too
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    single_run_task.__module__ = task.__module__  # Hydra finds configs/ relative to this module
+    sys.argv = ["confusion run", *overrides]
+    hydra.main(config_path="configs", config_name="config", version_base=None)(single_run_task)()
+    return 0
+
+
+# -- plot and data --------------------------------------------------------------------------
+def cmd_plot(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="confusion plot",
+                                     description="Regenerate every figure the records support.")
+    parser.add_argument("runs_dir", nargs="?", default=os.environ.get("CONFUSION_OUTPUTS", "outputs"))
+    parser.add_argument("--out", default=None, help="figure directory (default RUNS_DIR/figures)")
+    args = parser.parse_args(argv)
+    from . import figures, records
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", records.RecordWarning)
+        frame = records.require_records(args.runs_dir)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    out = Path(args.out or Path(args.runs_dir) / "figures")
+    written = figures.plot_all(frame, out)
+    if not written:
+        print(f"no figure could be drawn from the {frame['run_dir'].nunique()} runs under "
+              f"{args.runs_dir}", file=sys.stderr)
+        return 1
+    print("figures written:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+def cmd_data(argv: list[str]) -> int:
+    from . import data
+
+    parser = argparse.ArgumentParser(prog="confusion data",
+                                     description="Fetch a dataset, or import archives you have.")
+    parser.add_argument("name", choices=sorted(data.DATASETS))
+    parser.add_argument("--from", dest="from_dir", default=None,
+                        help="directory holding the dataset's original archives")
+    parser.add_argument("--data-dir", default=os.environ.get("CONFUSION_DATA", "data"))
+    args = parser.parse_args(argv)
+    path = data.fetch(args.name, args.data_dir, args.from_dir)
+    print(f"{args.name}: ready under {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"run": cmd_run, "plot": cmd_plot, "data": cmd_data}
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] not in commands:
+        print(f"error: unknown command '{argv[0]}': use run, plot or data (confusion --help)",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return commands[argv[0]](argv[1:])
+    except ConfusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: complete runs are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Models by name: MLP, CNN-beta-l (WideResNet-shaped, switchable BN and skips), deep linear, linreg.
+
+Every model is built from nn.Linear, nn.Conv2d, nn.BatchNorm2d, activations, pooling and
+residual additions only, so that the probes' per-layer fast paths apply to all of them.
+
+Initialisations (PAPER.md, "Theory at initialization"):
+- ``gaussian``: W ~ N(0, 1 / (kappa * fan_in)), kappa = 1/2 for ReLU, 1 for tanh / linear;
+  for ReLU this is He (Kaiming-normal, fan-in) initialisation. Biases are zero.
+- ``orthogonal``: (semi-)orthogonal weights times ``init_gain``; biases zero.
+- ``default``: PyTorch's own layer initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfusionError
+
+ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], float]] = {
+    # name -> (module factory, kappa of the paper's Gaussian init)
+    "relu": (lambda: nn.ReLU(), 0.5),
+    "tanh": (lambda: nn.Tanh(), 1.0),
+    "linear": (lambda: nn.Identity(), 1.0),
+}
+INITS = ("gaussian", "orthogonal", "default")
+
+
+def _get(cfg, key, default=None):
+    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+
+def init_weights(model: nn.Module, init: str, activation: str, gain: float = 1.0) -> None:
+    """Apply ``init`` to every Linear/Conv2d of ``model`` (see the module docstring)."""
+    if init == "default":
+        return
+    kappa = ACTIVATIONS[activation][1]
+    for module in model.modules():
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            continue
+        weight = module.weight
+        fan_in = weight[0].numel()
+        with torch.no_grad():
+            if init == "gaussian":
+                weight.normal_(0.0, math.sqrt(1.0 / (kappa * fan_in)))
+            else:
+                nn.init.orthogonal_(weight, gain=gain)
+            if module.bias is not None:
+                module.bias.zero_()
+
+
+class MLP(nn.Sequential):
+    """Fully connected net: ``depth`` hidden layers of ``width`` units, then a linear readout."""
+
+    def __init__(self, in_features: int, out_features: int, depth: int, width: int,
+                 activation: str = "relu", bias: bool = True):
+        layers: list[nn.Module] = [nn.Flatten()]
+        fan_in = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(fan_in, width, bias=bias), ACTIVATIONS[activation][0]()]
+            fan_in = width
+        layers.append(nn.Linear(fan_in, out_features, bias=bias))
+        super().__init__(*layers)
+
+
+class Block(nn.Module):
+    """One WideResNet basic block: two 3x3 convs, each optionally preceded by BN (pre-activation).
+
+    With ``skip`` the block adds its input (through a 1x1 strided conv when the shape
+    changes, as in WRN); without it the block is a plain stack of two convolutions.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, batch_norm: bool, skip: bool):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in) if batch_norm else nn.Identity()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not batch_norm)
+        self.bn2 = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=not batch_norm)
+        self.skip = skip
+        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride, 0, bias=False)
+                         if skip and (stride != 1 or c_in != c_out) else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        if not self.skip:
+            return out
+        return out + (x if self.shortcut is None else self.shortcut(x))
+
+
+class CNN(nn.Module):
+    """CNN-beta-l of the paper: a WideResNet of depth beta = 6n + 4 and width factor l.
+
+    A 3x3 conv with 16 channels, three groups of n blocks with 16l, 32l, 64l channels
+    (stride 2 at the start of groups 2 and 3), ReLU, global average pooling, linear readout.
+    The paper's CNN-beta-l has ``batch_norm=False, skip=False``; Fig 4 switches them on.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, depth: int, width: int,
+                 batch_norm: bool = False, skip: bool = False):
+        super().__init__()
+        n = (depth - 4) // 6
+        self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=not batch_norm)
+        blocks: list[nn.Module] = []
+        c_in = 16
+        for group, c_out in enumerate((16 * width, 32 * width, 64 * width)):
+            for i in range(n):
+                stride = 2 if group > 0 and i == 0 else 1
+                blocks.append(Block(c_in, c_out, stride, batch_norm, skip))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(c_in) if batch_norm else nn.Identity()
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.blocks(self.stem(x))))
+        return self.head(out.mean(dim=(2, 3)))
+
+
+MODELS = ("mlp", "cnn", "linear", "linreg")
+
+
+def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
+    """Raise ConfusionError (one line, with the fix) for an impossible model config."""
+    name = _get(cfg, "name")
+    if name not in MODELS:
+        raise ConfusionError(f"unknown model '{name}': choose one of {', '.join(MODELS)} "
+                             "(model=NAME)")
+    depth, width = _get(cfg, "depth", 1), _get(cfg, "width", 1)
+    if name != "linreg":
+        if not isinstance(width, int) or width < 1:
+            raise ConfusionError(f"model.width must be a positive integer, got {width}")
+        if not isinstance(depth, int) or depth < (1 if name == "linear" else 0):
+            raise ConfusionError(f"model.depth must be a non-negative integer, got {depth}")
+    if name == "cnn":
+        if depth < 10 or (depth - 4) % 6:
+            raise ConfusionError(f"model.depth={depth} is not a WideResNet depth: CNN-beta-l needs "
+                                 "beta = 6n + 4 with n >= 1 (10, 16, 22, 28, 34, 40, ...)")
+        if input_shape is not None and len(input_shape) != 3:
+            raise ConfusionError(f"model=cnn needs image data (C,H,W), got inputs of shape "
+                                 f"{tuple(input_shape)}: use model=mlp for vector data")
+    activation = _get(cfg, "activation", "relu")
+    if activation not in ACTIVATIONS:
+        raise ConfusionError(f"unknown model.activation '{activation}': choose one of "
+                             f"{', '.join(ACTIVATIONS)}")
+    init = _get(cfg, "init", "gaussian")
+    if init not in INITS:
+        raise ConfusionError(f"unknown model.init '{init}': choose one of {', '.join(INITS)}")
+
+
+def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build and initialise the model named by ``cfg.name`` for inputs of ``input_shape``.
+
+    ``num_classes`` = 0 means a scalar regression output.
+    """
+    validate(cfg, input_shape)
+    name = _get(cfg, "name")
+    out = max(num_classes, 1)
+    in_features = math.prod(input_shape)
+    activation = _get(cfg, "activation", "relu")
+    if name == "mlp":
+        model: nn.Module = MLP(in_features, out, _get(cfg, "depth"), _get(cfg, "width"),
+                               activation, _get(cfg, "bias", True))
+    elif name == "linear":  # deep linear net: depth layers in all, no biases, no activations
+        activation = "linear"
+        model = MLP(in_features, out, _get(cfg, "depth") - 1, _get(cfg, "width"), "linear", False)
+    elif name == "linreg":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(in_features, out, bias=_get(cfg, "bias", False)))
+        activation = "linear"
+    else:
+        model = CNN(input_shape[0], out, _get(cfg, "depth"), _get(cfg, "width"),
+                    _get(cfg, "batch_norm", False), _get(cfg, "skip", False))
+    init_weights(model, _get(cfg, "init", "gaussian"), activation, _get(cfg, "init_gain", 1.0))
+    return model
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,176 @@
+"""Records on disk: one directory per run, written atomically; many runs read into one DataFrame.
+
+A run directory holds
+- ``config.yaml``: the resolved config (Hydra's own copy is in ``.hydra/``),
+- ``run.json``: status (running | complete | diverged | failed), config hash, seed, device,
+  library versions, git commit, start/end time, wall seconds, conventions,
+- ``metrics.csv``: one row per evaluation (epoch 0 = initialization),
+- ``samples/epoch_NNNN.csv``: every probe pair of that epoch (pair, cos, inner),
+- ``checkpoint.pt``: the latest end-of-epoch state while the run is unfinished.
+Every file is written to a temporary name and renamed into place, so a reader sees either
+the old or the new version, never half a file. A complete run is never rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfusionError
+
+RUN_JSON, METRICS, CONFIG, SAMPLES, CHECKPOINT = (
+    "run.json", "metrics.csv", "config.yaml", "samples", "checkpoint.pt")
+FINISHED = ("complete", "diverged")
+# Config keys that say where or how verbosely a run happens, not what it computes.
+NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "sweep")
+
+
+class RecordWarning(UserWarning):
+    """A run directory that cannot be read; it is skipped."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2, default=str))
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda f: frame.to_csv(f, index=False))
+
+
+def semantic_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the keys that do not change what a run computes."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in container.items() if k not in NON_SEMANTIC_KEYS}
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short stable hash of the semantic config: runs with equal hashes compute the same thing."""
+    text = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_run_json(run_dir: Path) -> dict[str, Any] | None:
+    """``run.json`` of ``run_dir``, or None (with a RecordWarning naming the path) if unreadable."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict) or "status" not in meta:
+            raise ValueError("no status field")
+        return meta
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"skipping corrupt record {path}: {exc}", RecordWarning, stacklevel=2)
+        return None
+
+
+def run_dirs(root: str | os.PathLike) -> list[Path]:
+    """Every directory under ``root`` (or ``root`` itself) that holds a run.json, sorted."""
+    root = Path(root)
+    if (root / RUN_JSON).is_file():
+        return [root]
+    return sorted(p.parent for p in root.rglob(RUN_JSON))
+
+
+def find_runs(root: str | os.PathLike, cfg_hash: str) -> list[tuple[Path, dict[str, Any]]]:
+    """Runs under ``root`` whose config hash is ``cfg_hash``, finished ones first."""
+    if not Path(root).is_dir():
+        return []
+    found = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RecordWarning)
+        for d in run_dirs(root):
+            meta = read_run_json(d)
+            if meta is not None and meta.get("config_hash") == cfg_hash:
+                found.append((d, meta))
+    found.sort(key=lambda item: item[1]["status"] not in FINISHED)
+    return found
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"depth": 8}} -> {"model.depth": 8}; lists become strings."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value) if isinstance(value, list) else value
+    return flat
+
+
+def _load_one(run_dir: Path) -> pd.DataFrame | None:
+    meta = read_run_json(run_dir)
+    if meta is None:
+        return None
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG))
+        metrics = (pd.read_csv(run_dir / METRICS) if (run_dir / METRICS).is_file()
+                   else pd.DataFrame({"epoch": pd.Series(dtype="int64")}))
+    except Exception as exc:  # noqa: BLE001 - any unreadable record is skipped by path
+        warnings.warn(f"skipping corrupt record {run_dir}: {exc}", RecordWarning, stacklevel=3)
+        return None
+    info = {"run_dir": str(run_dir), "status": meta["status"],
+            "config_hash": meta.get("config_hash"), "device": meta.get("device"),
+            **{k: v for k, v in flatten(config).items() if k not in ("device",)}}
+    for key, value in info.items():
+        metrics[key] = value
+    return metrics
+
+
+def load(path: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Every run under ``path`` (one or many directories) as one tidy DataFrame.
+
+    One row per (run, evaluation): the metrics.csv columns, plus ``run_dir``, ``status``,
+    ``config_hash``, ``device`` and the config flattened into columns (``model.depth``,
+    ``optim.lr``, ``seed``, ...). Unreadable runs are skipped with a RecordWarning naming them.
+    """
+    roots = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    frames = [f for root in roots for d in run_dirs(root) if (f := _load_one(d)) is not None]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_samples(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every probe pair sample of one run: columns epoch, pair, cos, inner."""
+    files = sorted((Path(run_dir) / SAMPLES).glob("epoch_*.csv"))
+    frames = [pd.read_csv(f).assign(epoch=int(f.stem.split("_")[1])) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["epoch", "pair", "cos", "inner"])
+
+
+def require_records(path: str | os.PathLike) -> pd.DataFrame:
+    """``load`` for the CLI: a ConfusionError if the directory is missing or holds no run."""
+    if not Path(path).exists():
+        raise ConfusionError(f"no such directory: {path} (give the records directory, "
+                             "e.g. `confusion plot outputs`)")
+    frame = load(path)
+    if frame.empty:
+        raise ConfusionError(f"no run records under {path}: run `confusion run ...` first, "
+                             "or point `confusion plot` at the directory it wrote")
+    return frame
+
+

@@ -1,0 +1,255 @@
+"""One run: Hydra's task function. Sets up data and trainer, writes records, resumes, skips.
+
+Before it trains, a run looks for records with the same config hash under ``records_root``:
+a finished one (complete or diverged) means there is nothing to do; an interrupted one (its
+process gone, a checkpoint left) is resumed in its own directory, so that re-launching a
+killed sweep continues where it stopped and every config has one record.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from . import __version__, data, probes, records
+from .errors import ConfusionError
+from .train import Trainer, resolve_device
+
+LOCK = ".lock"
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, '+dirty' if it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    import hydra
+    import torchvision
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {"device": str(device), "device_name": name or platform.machine(),
+            "host": socket.gethostname(), "git_commit": git_commit(),
+            "versions": {"confusion": __version__, "python": platform.python_version(),
+                         "torch": torch.__version__, "torchvision": torchvision.__version__,
+                         "hydra": hydra.__version__, "cuda": torch.version.cuda}}
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """An exclusive lock on ``run_dir`` held while this process runs there.
+
+    The operating system drops it when the process dies, however it dies, so a held lock
+    means a live run; yields False (and holds nothing) when another process has it.
+    """
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def progress_prefix() -> str:
+    """'[run 3/20] ' inside a sweep (total from the sweep's sweep.json), '' for a single run."""
+    if not is_multirun():
+        return ""
+    hc = HydraConfig.get()
+    total = "?"
+    try:
+        import json
+
+        total = json.loads((Path(hc.sweep.dir) / "sweep.json").read_text())["total"]
+    except (OSError, ValueError, KeyError):
+        pass
+    return f"[run {hc.job.num + 1}/{total}] "
+
+
+def mark_finished(status: str) -> None:
+    """Append one line per finished run to the sweep's finished.log and print sweep progress."""
+    if not is_multirun():
+        return
+    hc = HydraConfig.get()
+    log = Path(hc.sweep.dir) / "finished.log"
+    with open(log, "a") as f:
+        f.write(f"{hc.job.num} {status}\n")
+    done = len(log.read_text().splitlines())
+    prefix = progress_prefix()
+    total = prefix.split("/")[-1].rstrip("] ") if prefix else "?"
+    print(f"sweep progress: {done}/{total} runs finished", flush=True)
+
+
+class RunRecorder:
+    """Writes one run's directory: run.json, config, metrics, samples, checkpoints."""
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, meta: dict[str, Any]):
+        self.dir = run_dir
+        self.meta = meta
+        self.rows: list[dict[str, float]] = []
+        metrics = run_dir / records.METRICS
+        if metrics.is_file():  # resuming: keep the rows up to the checkpoint
+            self.rows = pd.read_csv(metrics).to_dict("records")
+        (run_dir / records.SAMPLES).mkdir(exist_ok=True)
+        records.atomic_write(run_dir / records.CONFIG,
+                             lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        self.meta.update(status=status, **extra)
+        if status != "running":
+            end = datetime.now(timezone.utc)
+            self.meta["end_time"] = end.isoformat()
+            self.meta["wall_seconds"] = self.meta.get("wall_seconds_before", 0.0) + (
+                time.perf_counter() - self.meta["_t0"])
+        records.write_json(self.dir / records.RUN_JSON,
+                           {k: v for k, v in self.meta.items() if not k.startswith("_")})
+
+    def add_epoch(self, row: dict[str, float], samples: dict[str, torch.Tensor],
+                  state: dict[str, Any] | None) -> None:
+        if samples:
+            frame = pd.DataFrame({k: v.detach().cpu().double().numpy() for k, v in samples.items()})
+            frame.insert(0, "pair", range(len(frame)))
+            records.write_csv(self.dir / records.SAMPLES / f"epoch_{int(row['epoch']):04d}.csv",
+                              frame)
+        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
+        records.write_csv(self.dir / records.METRICS, pd.DataFrame(self.rows))
+        if state is not None:
+            tmp = self.dir / (records.CHECKPOINT + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, self.dir / records.CHECKPOINT)
+
+
+def choose_run_dir(cfg: DictConfig, cfg_hash: str) -> tuple[Path | None, str]:
+    """Where this config runs: (None, why) to skip it, or (directory, 'new' | 'resume')."""
+    for run_dir, meta in records.find_runs(cfg.records_root, cfg_hash):
+        if meta["status"] in records.FINISHED:
+            return None, f"already {meta['status']} in {run_dir}"
+        with run_lock(run_dir) as free:
+            if not free:
+                return None, f"already running in {run_dir}"
+        if (run_dir / records.CHECKPOINT).is_file():
+            return run_dir, "resume"
+    out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
+    return out, "new"
+
+
+def format_row(row: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4g}"]
+    if not math.isnan(row.get("train_acc", math.nan)):
+        parts.append(f"acc {row['train_acc']:.3f}")
+    if not math.isnan(row.get("test_acc", math.nan)):
+        parts.append(f"test_acc {row['test_acc']:.3f}")
+    if "min_cos" in row:
+        parts.append(f"min_cos {row['min_cos']:.4f}")
+    parts.append(f"{row.get('epoch_seconds', 0):.1f}s")
+    return "  ".join(parts)
+
+
+def execute(cfg: DictConfig) -> str:
+    """Run (or skip, or resume) the experiment ``cfg``; return its final status."""
+    prefix = progress_prefix()
+    cfg_hash = records.config_hash(cfg)
+    run_dir, how = choose_run_dir(cfg, cfg_hash)
+    if run_dir is None:
+        print(f"{prefix}skip: {how}", flush=True)
+        return "skipped"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir) as free:
+        if not free:
+            print(f"{prefix}skip: already running in {run_dir}", flush=True)
+            return "skipped"
+        return _execute_locked(cfg, cfg_hash, run_dir, how, prefix)
+
+
+def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
+    device = resolve_device(cfg.device)
+    old = records.read_run_json(run_dir) if how == "resume" else None
+    meta = {"status": "running", "config_hash": cfg_hash, "seed": cfg.seed,
+            "start_time": datetime.now(timezone.utc).isoformat(), "argv": sys.argv,
+            "bn_convention": probes.BN_CONVENTION, "_t0": time.perf_counter(),
+            "wall_seconds_before": (old or {}).get("wall_seconds", 0.0),
+            **provenance(device)}
+    recorder = RunRecorder(run_dir, cfg, meta)
+    recorder.set_status("running")
+    try:
+        dataset = data.load(cfg.dataset, cfg.data_dir, device)
+        trainer = Trainer(cfg, dataset, device)
+        if how == "resume":
+            trainer.load_state_dict(torch.load(run_dir / records.CHECKPOINT,
+                                               map_location=device, weights_only=False))
+            print(f"{prefix}resuming {run_dir} from epoch {trainer.epoch}", flush=True)
+        print(f"{prefix}{run_dir}: {cfg.model.name} on {cfg.dataset.name}, "
+              f"{trainer.steps_per_epoch} steps/epoch, device {device}", flush=True)
+        status = "complete"
+        for row, samples, diverged in trainer.epochs():
+            finished = diverged or trainer.epoch >= cfg.optim.epochs
+            recorder.add_epoch(row, samples, None if finished else trainer.state_dict())
+            if cfg.progress:
+                print(f"{prefix}{format_row(row, cfg.optim.epochs)}", flush=True)
+            if diverged:
+                status = "diverged"
+                print(f"{prefix}diverged at epoch {int(row['epoch'])} (loss {row['train_loss']}):"
+                      " recorded as diverged; lower optim.lr", flush=True)
+    except ConfusionError as exc:
+        recorder.set_status("failed", error=str(exc))
+        raise
+    except Exception as exc:
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        recorder.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    recorder.set_status(status, epochs_done=trainer.epoch, steps_done=trainer.step)
+    (run_dir / records.CHECKPOINT).unlink(missing_ok=True)
+    return status
+
+
+def task(cfg: DictConfig) -> str:
+    """Hydra task function. In a sweep a failed run is recorded and the sweep goes on."""
+    try:
+        status = execute(cfg)
+    except ConfusionError as exc:
+        if not is_multirun():
+            raise
+        print(f"{progress_prefix()}error: {exc}", file=sys.stderr, flush=True)
+        status = "failed"
+    except Exception as exc:
+        if not is_multirun():
+            raise
+        print(f"{progress_prefix()}run failed ({type(exc).__name__}: {exc}); "
+              "traceback in its error.txt; the sweep goes on", file=sys.stderr, flush=True)
+        status = "failed"
+    mark_finished(status)
+    return status

@@ -1,0 +1,52 @@
+"""Every config composes, alone and inside every sweep at every scale (the lightning-hydra habit)."""
+
+import math
+
+import pytest
+from omegaconf import OmegaConf
+
+from confusion_cli import cli, models
+
+SCALES = cli.options("scale")
+SWEEPS = cli.options("sweep")
+
+
+@pytest.mark.parametrize("group", ["dataset", "model", "optim", "probe", "scale"])
+def test_every_group_option_composes(group):
+    for option in cli.options(group):
+        cfg = cli.compose([f"{group}={option}"])
+        task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        OmegaConf.to_container(task, resolve=True)  # every interpolation resolves
+        assert cfg.hydra.mode is None  # a plain run, not a sweep
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_sweep_composes_at_every_scale(sweep, scale):
+    cfg = cli.compose([f"+sweep={sweep}", f"scale={scale}"])
+    assert str(cfg.hydra.mode).endswith("MULTIRUN")
+    assert cfg.sweep.name == sweep
+    sizes = cli.plan_sweep(cfg.hydra, [])
+    assert "seed" in sizes and math.prod(sizes.values()) >= 1
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    for key, values in params.items():  # every architecture in the grid is a valid model
+        if key.startswith("model."):
+            for value in str(values).split(","):
+                model_cfg = OmegaConf.merge(cfg.model, {key.split(".", 1)[1]: int(value)
+                                                        if value.isdigit() else value == "true"})
+                models.validate(model_cfg)
+
+
+def test_paper_scale_is_the_papers_protocol():
+    cfg = cli.compose(["+sweep=depth", "scale=paper"])
+    assert cfg.optim.epochs == 200 and list(cfg.optim.milestones) == [80, 160]
+    assert cfg.optim.batch_size == 128 and cfg.optim.momentum == 0 and cfg.optim.weight_decay == 0
+    assert cfg.probe.pairs == 100 and cfg.probe.batch_size == 128
+    sizes = cli.plan_sweep(cfg.hydra, [])
+    assert sizes == {"seed": 5, "model.depth": 5, "optim.lr": 5}
+    assert cfg.model.name == "cnn" and cfg.model.width == 2 and not cfg.model.batch_norm
+
+
+def test_command_line_sweeps_override_the_grid():
+    cfg = cli.compose(["+sweep=width", "scale=smoke"])
+    assert cli.plan_sweep(cfg.hydra, ["seed=0,1,2"])["seed"] == 3

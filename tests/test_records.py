@@ -1,0 +1,90 @@
+"""Records: atomic writes, config hashing, loading many runs into one DataFrame, corrupt runs."""
+
+import json
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from confusion_cli import records
+
+
+def make_run(path, status="complete", depth=4, seed=0, losses=(2.0, 1.0)):
+    path.mkdir(parents=True)
+    cfg = OmegaConf.create({"seed": seed, "model": {"name": "mlp", "depth": depth},
+                            "optim": {"lr": 0.1, "milestones": [1, 2]}, "records_root": "x"})
+    (path / records.CONFIG).write_text(OmegaConf.to_yaml(cfg))
+    records.write_json(path / records.RUN_JSON, {"status": status,
+                                                 "config_hash": records.config_hash(cfg)})
+    records.write_csv(path / records.METRICS, pd.DataFrame(
+        {"epoch": range(len(losses)), "train_loss": losses, "min_cos": [-0.1] * len(losses)}))
+    (path / records.SAMPLES).mkdir()
+    records.write_csv(path / records.SAMPLES / "epoch_0001.csv",
+                      pd.DataFrame({"pair": [0, 1], "cos": [0.5, -0.2], "inner": [1.0, -0.3]}))
+    return cfg
+
+
+def test_load_round_trips_metrics_and_flattens_config(tmp_path):
+    make_run(tmp_path / "a", depth=4, seed=0)
+    make_run(tmp_path / "sweep" / "0", depth=8, seed=1, losses=(3.0, 2.0, 1.5))
+    frame = records.load(tmp_path)
+    assert len(frame) == 5
+    assert set(frame["model.depth"]) == {4, 8}
+    assert frame.loc[frame["model.depth"] == 8, "train_loss"].tolist() == [3.0, 2.0, 1.5]
+    assert frame["optim.milestones"].iloc[0] == "[1, 2]"
+    assert set(frame["status"]) == {"complete"}
+    samples = records.load_samples(tmp_path / "a")
+    assert samples["cos"].tolist() == [0.5, -0.2] and set(samples["epoch"]) == {1}
+
+
+def test_corrupt_records_are_skipped_with_their_path(tmp_path):
+    make_run(tmp_path / "good")
+    make_run(tmp_path / "bad")
+    (tmp_path / "bad" / records.RUN_JSON).write_text('{"status": "comp')  # half written
+    make_run(tmp_path / "bad_metrics")
+    (tmp_path / "bad_metrics" / records.CONFIG).write_text("model: [unclosed")
+    with pytest.warns(records.RecordWarning) as caught:
+        frame = records.load(tmp_path)
+    assert frame["run_dir"].unique().tolist() == [str(tmp_path / "good")]
+    messages = " ".join(str(w.message) for w in caught)
+    assert str(tmp_path / "bad") in messages and str(tmp_path / "bad_metrics") in messages
+
+
+def test_config_hash_ignores_where_but_not_what():
+    base = {"seed": 0, "optim": {"lr": 0.1}, "records_root": "a", "data_dir": "d",
+            "launch_id": "x", "sweep": {"name": "depth"}}
+    h = records.config_hash(OmegaConf.create(base))
+    moved = {**base, "records_root": "b", "data_dir": "e", "launch_id": "y",
+             "sweep": {"name": "other"}}
+    assert records.config_hash(OmegaConf.create(moved)) == h
+    assert records.config_hash(OmegaConf.create({**base, "seed": 1})) != h
+    assert records.config_hash(OmegaConf.create({**base, "optim": {"lr": 0.2}})) != h
+
+
+def test_find_runs_matches_by_hash_finished_first(tmp_path):
+    cfg = make_run(tmp_path / "old", status="running")
+    make_run(tmp_path / "new", status="complete")
+    make_run(tmp_path / "other", depth=16)
+    found = records.find_runs(tmp_path, records.config_hash(cfg))
+    assert [d.name for d, _ in found] == ["new", "old"]
+
+
+def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "run.json"
+    records.write_json(target, {"status": "running"})
+
+    def broken(f):
+        f.write('{"status": "compl')
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        records.atomic_write(target, broken)
+    assert json.loads(target.read_text()) == {"status": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temp file left behind
+
+
+def test_require_records_explains_an_empty_directory(tmp_path):
+    with pytest.raises(records.ConfusionError, match="no run records"):
+        records.require_records(tmp_path)
+    with pytest.raises(records.ConfusionError, match="no such directory"):
+        records.require_records(tmp_path / "missing")
