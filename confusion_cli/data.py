@@ -332,7 +332,6 @@ def fetch(name: str, data_dir: str | os.PathLike,
         raise DataError(f"{name} under {_layout_dir(spec, root)} has {len(x_tr)} train / "
                         f"{len(x_te)} test images, expected {spec.sizes[0]} / {spec.sizes[1]}; "
                         f"import complete archives with `confusion data {name} --from DIR`")
-    print(f"{name} ready under {_layout_dir(spec, root)} ({len(x_tr)} train / {len(x_te)} test)")
     return _layout_dir(spec, root)
 
 
