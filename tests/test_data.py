@@ -4,29 +4,14 @@ Nothing here downloads: `data._download` is replaced by a function that fails as
 """
 
 import dataclasses
-import gzip
-import pickle
-import struct
 import tarfile
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torchvision.datasets.cifar
+from fakes import N_TEST, N_TRAIN, fake_cifar_arrays, fake_mnist_arrays, write_cifar, write_idx
 
 from confusion_cli import data
 from confusion_cli.errors import DataError
-
-N_TRAIN, N_TEST = 20, 10
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def fail(spec, root):
-        raise OSError("network unreachable (test)")
-
-    monkeypatch.setattr(data, "_download", fail)
 
 
 @pytest.fixture
@@ -35,73 +20,6 @@ def tiny_sizes(monkeypatch):
     for name in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
         spec = dataclasses.replace(data.DATASETS[name], sizes=(N_TRAIN, N_TEST))
         monkeypatch.setitem(data.DATASETS, name, spec)
-
-
-@pytest.fixture
-def no_md5(monkeypatch):
-    """torchvision checks CIFAR md5s; tiny fakes only need to exist."""
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity",
-                        lambda fpath, md5=None: Path(fpath).is_file())
-
-
-# ---------------------------------------------------------------------------- fake files
-
-
-def idx_bytes(arr: np.ndarray) -> bytes:
-    """IDX format: magic 0x0000 08 ndim (2051 images, 2049 labels), big-endian dims, uint8 data."""
-    magic = 0x0800 + arr.ndim
-    return struct.pack(f">I{arr.ndim}I", magic, *arr.shape) + arr.astype(np.uint8).tobytes()
-
-
-def fake_mnist_arrays(seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, N_TEST, dtype=np.uint8),
-    }
-
-
-def write_idx(folder: Path, arrays: dict, gz: bool) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for fname, arr in arrays.items():
-        if gz:
-            with gzip.open(folder / (fname + ".gz"), "wb") as f:
-                f.write(idx_bytes(arr))
-        else:
-            (folder / fname).write_bytes(idx_bytes(arr))
-
-
-def fake_cifar_arrays(k: int, seed=0):
-    rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (N_TRAIN, 3072), dtype=np.uint8),
-            rng.integers(0, k, N_TRAIN).tolist(),
-            rng.integers(0, 256, (N_TEST, 3072), dtype=np.uint8),
-            rng.integers(0, k, N_TEST).tolist())
-
-
-def write_cifar(folder: Path, name: str, arrays) -> None:
-    """CIFAR's python pickles: CIFAR-10 in 5 train batches + test_batch + batches.meta,
-    CIFAR-100 as train/test/meta with fine_labels."""
-    folder.mkdir(parents=True, exist_ok=True)
-    x_tr, y_tr, x_te, y_te = arrays
-
-    def dump(fname, obj):
-        with open(folder / fname, "wb") as f:
-            pickle.dump(obj, f)
-
-    if name == "cifar10":
-        for i, (xs, ys) in enumerate(zip(np.array_split(x_tr, 5),
-                                         np.array_split(np.array(y_tr), 5), strict=True)):
-            dump(f"data_batch_{i + 1}", {"data": xs, "labels": ys.tolist()})
-        dump("test_batch", {"data": x_te, "labels": y_te})
-        dump("batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
-    else:
-        dump("train", {"data": x_tr, "fine_labels": y_tr, "coarse_labels": y_tr})
-        dump("test", {"data": x_te, "fine_labels": y_te, "coarse_labels": y_te})
-        dump("meta", {"fine_label_names": [f"c{i}" for i in range(100)],
-                      "coarse_label_names": [f"c{i}" for i in range(20)]})
 
 
 # ---------------------------------------------------------------------------- torchvision sets
