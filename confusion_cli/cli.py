@@ -95,6 +95,7 @@ def validate(cfg) -> None:
     if cfg.dataset.name not in data.DATASETS:
         raise ConfusionError(f"unknown dataset '{cfg.dataset.name}': choose one of "
                              f"{', '.join(data.DATASETS)}")
+    data.ensure_available(cfg.dataset, cfg.data_dir)
     optim = cfg.optim
     if not (isinstance(optim.lr, (int, float)) and math.isfinite(optim.lr) and optim.lr > 0):
         raise ConfusionError(f"optim.lr must be a positive number, got {optim.lr}")

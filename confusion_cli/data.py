@@ -279,13 +279,27 @@ def _corrupt_detail(name: str, spec: DatasetSpec, root: Path, err: Exception) ->
     return " ".join(f"{type(err).__name__}: {err}".split())[:200]
 
 
-def _load_torchvision(name: str, spec: DatasetSpec, cfg: Any,
-                      root: Path) -> tuple[torch.Tensor, ...]:
+def ensure_available(cfg: Any, data_dir: str | os.PathLike) -> None:
+    """Raise DataError (one line, with the fix) unless dataset `cfg.name` is on disk or downloadable.
+
+    Cheap: checks that the files exist (downloading them when the network allows); `load`
+    reads and verifies them.
+    """
+    name = str(_opt(cfg, "name", "digits"))
+    spec = _spec(name)
+    if spec.source != "torchvision":
+        return
+    root = Path(data_dir)
     if any(not p.is_file() for p in _required_files(name, spec, root)):
         try:
             _download(spec, root)
         except Exception as e:
             raise DataError(_missing_hint(name, spec, root)) from e
+
+
+def _load_torchvision(name: str, spec: DatasetSpec, cfg: Any,
+                      root: Path) -> tuple[torch.Tensor, ...]:
+    ensure_available(cfg, root)
     x_tr, y_tr, x_te, y_te = _read_raw(name, spec, root)
     seed = int(_opt(cfg, "subset_seed", 0))
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)

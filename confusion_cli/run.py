@@ -12,6 +12,7 @@ import fcntl
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,13 +118,16 @@ def mark_finished(status: str) -> None:
 class RunRecorder:
     """Writes one run's directory: run.json, config, metrics, samples, checkpoints."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, meta: dict[str, Any]):
+    def __init__(self, run_dir: Path, cfg: DictConfig, meta: dict[str, Any], resume: bool):
         self.dir = run_dir
         self.meta = meta
         self.rows: list[dict[str, float]] = []
         metrics = run_dir / records.METRICS
-        if metrics.is_file():  # resuming: keep the rows up to the checkpoint
-            self.rows = pd.read_csv(metrics).to_dict("records")
+        if resume:  # keep the rows up to the checkpoint; later ones are recomputed
+            self.rows = pd.read_csv(metrics).to_dict("records") if metrics.is_file() else []
+        else:  # a new run, or a restart of one that died before its first checkpoint
+            metrics.unlink(missing_ok=True)
+            shutil.rmtree(run_dir / records.SAMPLES, ignore_errors=True)
         (run_dir / records.SAMPLES).mkdir(exist_ok=True)
         records.atomic_write(run_dir / records.CONFIG,
                              lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
@@ -154,17 +158,31 @@ class RunRecorder:
 
 
 def choose_run_dir(cfg: DictConfig, cfg_hash: str) -> tuple[Path | None, str]:
-    """Where this config runs: (None, why) to skip it, or (directory, 'new' | 'resume')."""
+    """Where this config runs: (None, why) to skip it, or (directory, 'new' | 'resume' | 'restart').
+
+    An unfinished run of the same config whose process is gone is continued in its own
+    directory: from its checkpoint if it has one, else from the start.
+    """
     for run_dir, meta in records.find_runs(cfg.records_root, cfg_hash):
         if meta["status"] in records.FINISHED:
             return None, f"already {meta['status']} in {run_dir}"
         with run_lock(run_dir) as free:
             if not free:
                 return None, f"already running in {run_dir}"
-        if (run_dir / records.CHECKPOINT).is_file():
-            return run_dir, "resume"
+        return run_dir, "resume" if (run_dir / records.CHECKPOINT).is_file() else "restart"
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
     return out, "new"
+
+
+def check_fits(cfg: DictConfig, n_train: int) -> None:
+    """The probe must be able to draw what it needs from the training set."""
+    probe = cfg.probe
+    need = {"minibatch_pairs": ("batch_size", probe.batch_size),
+            "all_pairs": ("batch_size", probe.batch_size),
+            "per_example": ("examples", probe.examples)}.get(probe.mode)
+    if need and need[1] > n_train:
+        raise ConfusionError(f"probe.{need[0]}={need[1]} is larger than the training set "
+                             f"({n_train} examples): lower probe.{need[0]}")
 
 
 def format_row(row: dict[str, float], epochs: int) -> str:
@@ -203,10 +221,11 @@ def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
             "bn_convention": probes.BN_CONVENTION, "_t0": time.perf_counter(),
             "wall_seconds_before": (old or {}).get("wall_seconds", 0.0),
             **provenance(device)}
-    recorder = RunRecorder(run_dir, cfg, meta)
+    recorder = RunRecorder(run_dir, cfg, meta, resume=how == "resume")
     recorder.set_status("running")
     try:
         dataset = data.load(cfg.dataset, cfg.data_dir, device)
+        check_fits(cfg, dataset.x_train.shape[0])
         trainer = Trainer(cfg, dataset, device)
         if how == "resume":
             trainer.load_state_dict(torch.load(run_dir / records.CHECKPOINT,

@@ -1,8 +1,11 @@
 """Tiny datasets in the real on-disk formats (MNIST IDX, CIFAR pickles), for tests that must not download."""
 
 import gzip
+import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +84,26 @@ def write_dataset(data_dir: Path, name: str, n_train: int = N_TRAIN, n_test: int
         k = 10 if name == "cifar10" else 100
         write_cifar(folder, name, fake_cifar_arrays(k, n_train=n_train, n_test=n_test))
     return folder
+
+
+# The CLI in a fresh process, as a user runs it. With fake CIFAR files, only torchvision's md5
+# check is relaxed (to "the file exists"); everything else is the real code path.
+_SHIM = """
+import sys
+from pathlib import Path
+if {patch_md5}:
+    import torchvision.datasets.cifar as cifar
+    cifar.check_integrity = lambda fpath, md5=None: Path(fpath).is_file()
+from confusion_cli.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_cli(args: list[str], cwd: Path, patch_md5: bool = False, timeout: float = 600,
+            env: dict | None = None, **popen) -> subprocess.CompletedProcess:
+    """`confusion ARGS` in a subprocess in `cwd`; returns the completed process (text output)."""
+    environment = {**os.environ, "CONFUSION_OUTPUTS": str(Path(cwd) / "outputs"),
+                   "CONFUSION_DATA": str(Path(cwd) / "data"), **(env or {})}
+    return subprocess.run([sys.executable, "-c", _SHIM.format(patch_md5=patch_md5), *args],
+                          cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=timeout, **popen)

@@ -1,0 +1,92 @@
+"""The command line end to end, in fresh processes, as a user runs it (CPU, offline)."""
+
+import json
+
+import pandas as pd
+import pytest
+from fakes import run_cli, write_dataset
+
+from confusion_cli import cli, records
+
+
+def test_help_lists_sweeps_datasets_models_scales(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for word in ("depth", "bn_skip", "linreg", "cifar10", "digits", "cnn", "mlp", "paper", "smoke"):
+        assert word in text
+
+
+def test_plain_run_trains_probes_and_records(tmp_path):
+    done = run_cli(["run", "optim.epochs=2", "probe.pairs=3"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = records.run_dirs(tmp_path / "outputs")
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["device"] == "cpu"
+    assert {"git_commit", "versions", "config_hash", "wall_seconds"} <= set(meta)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1, 2]
+    assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
+    assert (metrics["min_cos"] <= metrics["mean_cos"]).all()
+    assert (metrics["n_pairs"] == 3).all()
+    assert len(records.load_samples(run_dir)) == 9  # 3 pairs at epochs 0, 1, 2
+    assert "epoch 2/2" in done.stdout
+
+    again = run_cli(["run", "optim.epochs=2", "probe.pairs=3"], tmp_path)
+    assert again.returncode == 0 and "skip: already complete" in again.stdout
+    assert len(records.run_dirs(tmp_path / "outputs")) == 1
+
+
+def test_same_config_and_seed_give_the_same_records(tmp_path):
+    for name in ("a", "b"):
+        done = run_cli(["run", "optim.epochs=2", "probe.pairs=2", f"records_root=outputs/{name}"],
+                       tmp_path)
+        assert done.returncode == 0, done.stderr
+    a, b = (records.load(tmp_path / "outputs" / n) for n in ("a", "b"))
+    columns = ["train_loss", "test_loss", "min_cos", "min_inner", "mean_cos"]
+    pd.testing.assert_frame_equal(a[columns], b[columns])
+
+
+def test_depth_sweep_smoke_runs_and_plots(tmp_path):
+    write_dataset(tmp_path / "data", "cifar10", n_train=160, n_test=64)
+    done = run_cli(["run", "+sweep=depth", "scale=smoke"], tmp_path, patch_md5=True)
+    assert done.returncode == 0, done.stderr
+    assert "sweep depth: 2 runs" in done.stdout
+    assert "sweep progress: 2/2 runs finished" in done.stdout
+    frame = records.load(tmp_path / "outputs")
+    assert sorted(frame["model.depth"].unique()) == [10, 16]
+    assert set(frame["status"]) == {"complete"}
+    plot = run_cli(["plot", "outputs"], tmp_path)
+    assert plot.returncode == 0, plot.stderr
+    assert (tmp_path / "outputs" / "figures" / "fig2_depth.png").is_file()
+
+
+def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
+    done = run_cli(["run", "optim.lr=1e6,0.05", "optim.epochs=3", "probe.pairs=2"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    frame = records.load(tmp_path / "outputs")
+    status = frame.groupby("optim.lr")["status"].first().to_dict()
+    assert status == {1e6: "diverged", 0.05: "complete"}
+    diverged = frame[frame["optim.lr"] == 1e6]
+    assert diverged["epoch"].max() < 3  # stopped at the epoch it diverged
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "model=resnet"], "unknown model 'resnet'"),
+    (["run", "+sweep=nope"], "unknown sweep 'nope'"),
+    (["run", "dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["run", "model.width=-3"], "model.width must be a positive integer"),
+    (["run", "model=cnn", "model.depth=15"], "6n + 4"),
+    (["run", "optim.lr=-1"], "optim.lr must be a positive number"),
+    (["run", "dataset=cifar10"], "confusion data cifar10"),
+    (["run", "records_root=/proc/forbidden"], "records_root=PATH"),
+    (["run", "probe.batch_size=5000"], "probe.batch_size"),
+    (["plot", "nowhere"], "no such directory"),
+    (["plot", "."], "no run records"),
+    (["frobnicate"], "unknown command"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    done = run_cli(args, tmp_path)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
