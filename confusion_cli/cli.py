@@ -131,13 +131,14 @@ def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
 
 
 def cmd_run(overrides: list[str]) -> int:
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     launch_id = f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
     if not any(o.startswith("launch_id=") for o in overrides):
         overrides = [*overrides, f"launch_id={launch_id}"]
     cfg = compose(overrides)
     hydra_cfg = cfg.hydra
+    sweep_dir = Path(str(hydra_cfg.sweep.dir))
     with open_dict(cfg):
         del cfg["hydra"]
     validate(cfg)
@@ -146,7 +147,6 @@ def cmd_run(overrides: list[str]) -> int:
     if multirun:
         sizes = plan_sweep(hydra_cfg, overrides)
         total = math.prod(sizes.values())
-        sweep_dir = Path(OmegaConf.to_container(hydra_cfg, resolve=True)["sweep"]["dir"])
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / "sweep.json").write_text(json.dumps({"total": total, "grid": sizes}))
         grid = " x ".join(f"{k} {n}" for k, n in sizes.items())

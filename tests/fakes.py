@@ -99,11 +99,24 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_cli(args: list[str], cwd: Path, patch_md5: bool = False, timeout: float = 600,
-            env: dict | None = None, **popen) -> subprocess.CompletedProcess:
-    """`confusion ARGS` in a subprocess in `cwd`; returns the completed process (text output)."""
+def cli_command(args: list[str], cwd: Path, patch_md5: bool = False,
+                env: dict | None = None) -> tuple[list[str], dict]:
+    """argv and environment of `confusion ARGS` run in `cwd`, records and data under it."""
     environment = {**os.environ, "CONFUSION_OUTPUTS": str(Path(cwd) / "outputs"),
                    "CONFUSION_DATA": str(Path(cwd) / "data"), **(env or {})}
-    return subprocess.run([sys.executable, "-c", _SHIM.format(patch_md5=patch_md5), *args],
-                          cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=timeout, **popen)
+    return [sys.executable, "-c", _SHIM.format(patch_md5=patch_md5), *args], environment
+
+
+def run_cli(args: list[str], cwd: Path, patch_md5: bool = False, timeout: float = 600,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """`confusion ARGS` in a subprocess in `cwd`; returns the completed process (text output)."""
+    argv, environment = cli_command(args, cwd, patch_md5, env)
+    return subprocess.run(argv, cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_cli(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
+    """`confusion ARGS` started in the background, in a process group of its own."""
+    argv, environment = cli_command(args, cwd, **kwargs)
+    return subprocess.Popen(argv, cwd=cwd, env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)

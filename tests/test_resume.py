@@ -1,0 +1,81 @@
+"""Sweeps that survive: a real kill and a rerun give the records of an uninterrupted sweep;
+launchers agree; concurrent sweeps never share a directory."""
+
+import json
+import os
+import signal
+import time
+
+import pandas as pd
+from fakes import run_cli, start_cli
+
+from confusion_cli import records
+
+TIMING = ["epoch_seconds", "probe_seconds"]
+SWEEP = ["run", "seed=0,1", "optim.epochs=40", "probe.pairs=2", "model.width=512"]
+
+
+def comparable(root) -> pd.DataFrame:
+    """Metrics of every run under root, without timings and paths, in a stable order."""
+    frame = records.load(root)
+    where = (*records.NON_SEMANTIC_KEYS, "run_dir")
+    keep = [c for c in frame.columns if c not in TIMING and c.split(".")[0] not in where]
+    return frame[keep].sort_values(["seed", "epoch"]).reset_index(drop=True)
+
+
+def samples(root) -> pd.DataFrame:
+    frames = []
+    for run_dir in records.run_dirs(root):
+        seed = json.loads((run_dir / "run.json").read_text())["seed"]
+        frames.append(records.load_samples(run_dir).assign(seed=seed))
+    return pd.concat(frames).sort_values(["seed", "epoch", "pair"]).reset_index(drop=True)
+
+
+def test_killed_sweep_resumes_to_the_same_records(tmp_path):
+    reference = run_cli([*SWEEP, "records_root=outputs/reference"], tmp_path)
+    assert reference.returncode == 0, reference.stderr
+
+    killed_root = tmp_path / "outputs" / "killed"
+    proc = start_cli([*SWEEP, f"records_root={killed_root}"], tmp_path)
+    deadline = time.time() + 120
+    while not list(killed_root.rglob(records.CHECKPOINT)) and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # as a scheduler's kill -9 would
+    proc.wait()
+    interrupted = [d for d in records.run_dirs(killed_root)
+                   if json.loads((d / "run.json").read_text())["status"] == "running"]
+    assert interrupted, "the kill should leave an unfinished run behind"
+
+    rerun = run_cli([*SWEEP, f"records_root={killed_root}"], tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming" in rerun.stdout
+    assert len(records.run_dirs(killed_root)) == 2  # resumed in place, no duplicate records
+    pd.testing.assert_frame_equal(comparable(killed_root), comparable(tmp_path / "outputs/reference"))
+    pd.testing.assert_frame_equal(samples(killed_root), samples(tmp_path / "outputs/reference"))
+    assert set(records.load(killed_root)["status"]) == {"complete"}
+    assert not list(killed_root.rglob(records.CHECKPOINT))  # complete runs drop their checkpoint
+
+
+def test_launchers_give_the_same_records(tmp_path):
+    args = ["run", "seed=0,1", "optim.epochs=2", "probe.pairs=2"]
+    roots = {}
+    for launcher in ("basic", "joblib", "submitit_local"):
+        roots[launcher] = tmp_path / "outputs" / launcher
+        done = run_cli([*args, f"hydra/launcher={launcher}", f"records_root={roots[launcher]}"],
+                       tmp_path)
+        assert done.returncode == 0, done.stderr
+    basic = comparable(roots["basic"])
+    assert len(basic) == 6
+    for launcher in ("joblib", "submitit_local"):
+        pd.testing.assert_frame_equal(comparable(roots[launcher]), basic)
+
+
+def test_concurrent_sweeps_never_share_a_directory(tmp_path):
+    procs = [start_cli(["run", f"seed={s}", "model.width=16,32", "optim.epochs=1", "probe.pairs=2"],
+                       tmp_path) for s in (0, 1)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    sweep_dirs = list((tmp_path / "outputs" / "sweeps" / "single").iterdir())
+    assert len(sweep_dirs) == 2
+    frame = records.load(tmp_path / "outputs")
+    assert frame["run_dir"].nunique() == 4 and set(frame["status"]) == {"complete"}
