@@ -1,0 +1,115 @@
+"""Curvature: the top eigenvalues of the Hessian of the training loss (PAPER.md, "Neighbouring
+phenomena"; Sagun et al.: a few outliers above a bulk near zero).
+
+The Hessian H of L(w) = mean_i loss(f(x_i; w), y_i) over ``examples`` training examples is never
+formed. A Hessian-vector product is one double backward pass, Hv = d/dw <grad L(w), v>, and the
+Lanczos iteration (with full reorthogonalisation) builds from m such products an orthonormal
+basis Q of the Krylov space span{v, Hv, ..., H^(m-1) v} and the tridiagonal T = Q^T H Q; the
+largest eigenvalues of T (Ritz values) approach the largest eigenvalues of H from below, the
+extreme ones first, and equal them once m reaches the number of parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..train import Trainer
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the duration; each submodule's own mode restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.train(training)
+
+
+def hessian_vector_product(model: nn.Module, loss_fn: LossFn, x: torch.Tensor,
+                           y: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    """(v -> Hv, number of parameters) for the loss of ``model`` on (x, y), parameters flattened.
+
+    One forward and backward pass builds the gradient graph; each product is then one backward
+    pass through it (double backward). Neither the parameters nor their ``.grad`` are touched.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss_fn(model(x), y), params, create_graph=True)
+    flat_grad = torch.cat([g.reshape(-1) for g in grads])
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        products = torch.autograd.grad(flat_grad, params, grad_outputs=v, retain_graph=True,
+                                       allow_unused=True, materialize_grads=True)
+        return torch.cat([h.reshape(-1) for h in products]).detach()
+
+    return hvp, flat_grad.numel()
+
+
+def lanczos_top_eigenvalues(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int,
+                            iters: int, start: torch.Tensor) -> torch.Tensor:
+    """The k largest Ritz values (descending) of the symmetric operator ``matvec`` on R^dim.
+
+    m = min(iters, dim) Lanczos steps from ``start`` with full (twice-applied Gram-Schmidt)
+    reorthogonalisation: q_{j+1} beta_j = (I - Q Q^T) H q_j, alpha_j = q_j^T H q_j. Stops early
+    when the Krylov space is invariant (beta_j ~ 0), where the Ritz values are exact. Fewer than
+    k Ritz values (a tiny operator) are padded with NaN.
+    """
+    steps = min(iters, dim)
+    basis = torch.zeros(steps, dim, dtype=start.dtype, device=start.device)
+    q = start / start.norm()
+    alphas: list[torch.Tensor] = []
+    betas: list[torch.Tensor] = []
+    for j in range(steps):
+        basis[j] = q
+        w = matvec(q)
+        alphas.append(q @ w)
+        for _ in range(2):
+            w = w - basis[:j + 1].T @ (basis[:j + 1] @ w)
+        beta = w.norm()
+        scale = max(abs(float(a)) for a in alphas)
+        if j == steps - 1 or beta <= 10 * torch.finfo(w.dtype).eps * max(scale, 1e-30):
+            break
+        betas.append(beta)
+        q = w / beta
+    tridiagonal = (torch.diag(torch.stack(alphas))
+                   + torch.diag(torch.stack(betas), 1) + torch.diag(torch.stack(betas), -1)
+                   if betas else torch.stack(alphas).reshape(1, 1))
+    ritz = torch.linalg.eigvalsh(tridiagonal).flip(0)[:k]
+    return torch.cat([ritz, ritz.new_full((k - ritz.numel(),), math.nan)])
+
+
+def top_hessian_eigenvalues(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+                            k: int, iters: int, generator: torch.Generator) -> torch.Tensor:
+    """The k largest eigenvalues (descending) of the Hessian of the loss on (x, y), in eval mode.
+
+    The Lanczos start vector is drawn from ``generator``; the model is left as it was.
+    """
+    with eval_mode(model):
+        hvp, dim = hessian_vector_product(model, loss_fn, x, y)
+        start = torch.randn(dim, generator=generator, device=x.device, dtype=x.dtype)
+        return lanczos_top_eigenvalues(hvp, dim, k, iters, start)
+
+
+def hessian_probe(trainer: Trainer) -> dict[str, float]:
+    """``hess_top1`` .. ``hess_top{k}`` on ``cfg.hessian.examples`` training examples.
+
+    The examples (all of them when the training set is smaller) and the start vector are drawn
+    from the trainer's probe generator, so the training path is unchanged.
+    """
+    cfg, data, generator = trainer.cfg.hessian, trainer.data, trainer.probe_generator
+    n = data.x_train.shape[0]
+    index = torch.randperm(n, generator=generator, device=generator.device)[:cfg.examples]
+    values = top_hessian_eigenvalues(trainer.model, trainer.loss_fn, data.x_train[index],
+                                     data.y_train[index], cfg.top_k, cfg.iters, generator)
+    return {f"hess_top{i + 1}": float(v) for i, v in enumerate(values)}
