@@ -46,7 +46,7 @@ def confusion_probe(model: nn.Module, loss_fn: LossFn, x_train: torch.Tensor, y_
     samples: {"cos", "inner"}, every pair's value (float64, CPU). The parameters, their .grad
     and every module's train/eval mode are left as they were.
     """
-    if cfg.get("bn_mode", "eval") != "eval":
+    if getattr(cfg, "bn_mode", "eval") != "eval":
         raise ConfusionError(f"probe.bn_mode={cfg.bn_mode} is not supported: the probes take "
                              "gradients in eval mode only (probe.bn_mode=eval)")
     n = x_train.shape[0]

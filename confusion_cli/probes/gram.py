@@ -1,15 +1,189 @@
-"""Per-example Gram matrices <g_i, g_j>."""
+"""Per-example Gram matrices <g_i, g_j> without a backward pass per example.
+
+One forward pass (eval mode, see BN_CONVENTION) records each layer's input a, one backward pass
+of the SUM of the per-example losses, B * loss_fn(out, y), records the gradient d of each
+layer's output. Examples being independent in eval mode, d_i is exactly the gradient of
+example i's own loss with respect to layer output i, and the Gram matrix is a sum over layers
+of exact per-layer terms (the layer's per-example gradient is a function of a_i and d_i only):
+
+- Linear and Conv2d: with A_i the (F, L) input patches of example i (F = fan-in, L positions:
+  1 for a Linear on vectors, the unfolded output pixels of a Conv2d) and D_i the (O, L) output
+  gradients, the per-example weight gradient is G_i = D_i A_i^T and the bias gradient D_i 1, so
+
+      <G_i, G_j> = sum_{l, l'} (A_i^T A_j)_{l l'} (D_i^T D_j)_{l l'},   <D_i 1, D_j 1>.
+
+  Two exact ways to evaluate the weight term, chosen per layer by multiply-add count:
+  "kernel" products of the two (L, L) patch kernels, B^2 L^2 (F + O) (for L = 1 the identity
+  (d_i . d_j)(a_i . a_j) of DESIGN.md: no per-example gradient at all), or "materialise" G_i by
+  a batched matmul and take G G^T, B L O F + B^2 O F (cheaper for convolutions on images).
+- BatchNorm1d/2d in eval mode, y = x_hat * w + b with x_hat = (x - running_mean) /
+  sqrt(running_var + eps): per-example gradients sum_l d_il x_hat_il (weight) and
+  sum_l d_il (bias), materialised (2 C numbers per example).
+
+Examples are processed ``chunk_size`` at a time within a layer (blocks of the Gram, see
+naive.blocked_gram) to bound memory. Models with any other parameterised module, a module
+called twice, or convolutions unfold cannot express (groups, padding modes) take the
+torch.func path (func.vmap_per_example_gram), as do inputs that are not floating point; a
+model holding one module at two places takes the naive loop.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .func import vmap_per_example_gram
-from .naive import LossFn
+from .hessian import eval_mode
+from .naive import LossFn, blocked_gram, naive_per_example_gram
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+CHUNK_BUDGET = 1 << 24  # automatic chunk size: elements of per-chunk intermediates of one layer
+
+
+@dataclass
+class Captured:
+    """One layer call: its input, and the gradient of the summed loss w.r.t. its output."""
+
+    module: nn.Module
+    inputs: torch.Tensor
+    input_version: int
+    output_grad: torch.Tensor | None = field(default=None)
+
+
+def _supported(module: nn.Module) -> bool:
+    """Whether the per-layer identities cover ``module``'s own trainable parameters."""
+    if not any(p.requires_grad for p in module.parameters(recurse=False)):
+        return True
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, nn.Conv2d):
+        return module.groups == 1 and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    return isinstance(module, BATCH_NORMS) and module.running_mean is not None
+
+
+def _flags(module: nn.Module) -> tuple[bool, bool]:
+    """(weight trainable, bias present and trainable)."""
+    return module.weight.requires_grad, module.bias is not None and module.bias.requires_grad
+
+
+def _patches(module: nn.Module, inputs: torch.Tensor, output_grad: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, D): inputs as (B, F, L) patches and output gradients as (B, O, L), for Linear/Conv2d."""
+    batch = inputs.shape[0]
+    if isinstance(module, nn.Conv2d):
+        patches = F.unfold(inputs, module.kernel_size, module.dilation, module.padding, module.stride)
+        return patches, output_grad.reshape(batch, output_grad.shape[1], -1)
+    return (inputs.reshape(batch, -1, inputs.shape[-1]).transpose(1, 2),
+            output_grad.reshape(batch, -1, output_grad.shape[-1]).transpose(1, 2))
+
+
+def layer_gram(captured: Captured, chunk_size: int | None = None,
+               method: str | None = None) -> torch.Tensor:
+    """This layer's term of the (B, B) per-example Gram (see the module docstring).
+
+    ``method``: "kernel" or "materialise" for Linear/Conv2d; None picks the cheaper one.
+    """
+    module, inputs, output_grad = captured.module, captured.inputs, captured.output_grad
+    batch = inputs.shape[0]
+    with_weight, with_bias = _flags(module)
+    if isinstance(module, BATCH_NORMS):
+        shape = (1, -1) + (1,) * (inputs.dim() - 2)
+        x_hat = (inputs - module.running_mean.view(shape)) * torch.rsqrt(
+            module.running_var + module.eps).view(shape)
+        vectors = torch.cat([grad.reshape(batch, grad.shape[1], -1).sum(2) for grad, trained in
+                             ((output_grad * x_hat, with_weight), (output_grad, with_bias)) if trained],
+                            dim=1)
+        return vectors @ vectors.T
+    outputs, fan_in = module.weight.shape[0], module.weight[0].numel()
+    positions = output_grad[0].numel() // outputs
+    if method is None:
+        kernel_cost = positions * positions * (fan_in + outputs)
+        method = "materialise" if kernel_cost > outputs * fan_in * (positions + batch) else "kernel"
+    materialise = method == "materialise"
+
+    def flat_grads(start: int, end: int) -> torch.Tensor:
+        patches, grads = _patches(module, inputs[start:end], output_grad[start:end])
+        parts = [torch.bmm(grads, patches.transpose(1, 2)).flatten(1)] if with_weight else []
+        return torch.cat(parts + ([grads.sum(2)] if with_bias else []), dim=1)
+
+    def patches(start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _patches(module, inputs[start:end], output_grad[start:end])
+
+    def kernel_inner(u: tuple[torch.Tensor, torch.Tensor], v: tuple[torch.Tensor, torch.Tensor]
+                     ) -> torch.Tensor:
+        """sum_{l,l'} (A_i^T A_j)_{ll'} (D_i^T D_j)_{ll'} [+ bias term] for i in u, j in v."""
+        (a_u, d_u), (a_v, d_v) = u, v
+        block = d_u.sum(2) @ d_v.sum(2).T if with_bias else 0
+        if with_weight:
+            kernel_a = _positions_first(a_u) @ _positions_first(a_v).T
+            kernel_d = _positions_first(d_u) @ _positions_first(d_v).T
+            block = block + (kernel_a * kernel_d).view(
+                a_u.shape[0], positions, a_v.shape[0], positions).sum((1, 3))
+        return block
+
+    if chunk_size is None:
+        per_example = outputs * fan_in if materialise else positions * positions * batch
+        chunk_size = max(1, min(batch, CHUNK_BUDGET // per_example))
+    if materialise:
+        return blocked_gram(flat_grads, batch, chunk_size)
+    return blocked_gram(patches, batch, chunk_size, kernel_inner)
+
+
+def _positions_first(patches: torch.Tensor) -> torch.Tensor:
+    """(B, F, L) -> (B L, F): one row per (example, position)."""
+    return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+
+
+def hooked_pass(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+                 ) -> list[Captured] | None:
+    """Forward and backward with layer hooks; None where the per-layer identities do not apply."""
+    captured: list[Captured] = []
+
+    def forward_hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        record = Captured(module, args[0].detach(), args[0]._version)
+        captured.append(record)
+
+        def grad_hook(grad: torch.Tensor) -> None:
+            # fires with the gradient w.r.t. the output as the layer produced it, even when a later
+            # in-place op (an inplace ReLU) modified the tensor: autograd's documented behaviour
+            record.output_grad = grad
+
+        output.register_hook(grad_hook)
+
+    layers = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    handles = [m.register_forward_hook(forward_hook) for m in layers]
+    try:
+        inputs = x.detach().requires_grad_()
+        loss = loss_fn(model(inputs), y) * x.shape[0]  # sum of the per-example losses
+        torch.autograd.grad(loss, inputs)  # output gradients only: no parameter gradient is formed
+    finally:
+        for handle in handles:
+            handle.remove()
+    if (len(captured) != len(layers) or any(c.output_grad is None for c in captured)
+            or any(c.inputs._version != c.input_version for c in captured)):
+        return None
+    return captured
 
 
 def per_example_gram(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
                      chunk_size: int | None = None) -> torch.Tensor:
-    """(B, B) Gram matrix <g_i, g_j> of per-example gradients, exact, in eval mode."""
-    return vmap_per_example_gram(model, loss_fn, x, y, chunk_size=chunk_size)
+    """(B, B) Gram matrix <g_i, g_j> of per-example gradients, exact, in eval mode.
+
+    g_i is the gradient of ``loss_fn`` (mean-reduced) on example i alone, over the trainable
+    parameters. ``chunk_size`` bounds the examples whose per-layer intermediates are held at
+    once (None: automatic, from CHUNK_BUDGET); the result does not depend on it.
+    """
+    with eval_mode(model):
+        captured = None
+        if x.is_floating_point() and all(_supported(m) for m in model.modules()):
+            captured = hooked_pass(model, loss_fn, x, y)
+        if captured is not None:
+            return sum(layer_gram(c, chunk_size) for c in captured)
+        if len(list(model.named_modules(remove_duplicate=False))) != len(list(model.modules())):
+            # torch.func.functional_call does not give a module reachable at two paths its
+            # parameters back afterwards (torch 2.x): such models take the plain loop
+            return naive_per_example_gram(model, loss_fn, x, y)
+        return vmap_per_example_gram(model, loss_fn, x, y, chunk_size=chunk_size)

@@ -8,12 +8,14 @@ parameters' ``.grad`` fields are never touched.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from .hessian import eval_mode
 
+T = TypeVar("T")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -48,23 +50,27 @@ def naive_per_example_gram(model: nn.Module, loss_fn: LossFn, x: torch.Tensor,
     return grads @ grads.T
 
 
-def blocked_gram(rows: Callable[[int, int], torch.Tensor], count: int, chunk_size: int) -> torch.Tensor:
-    """(count, count) Gram matrix of the vectors ``rows(start, end)`` -> (end - start, P), in blocks.
+def blocked_gram(rows: Callable[[int, int], T], count: int, chunk_size: int,
+                 inner: Callable[[T, T], torch.Tensor] = lambda u, v: u @ v.T) -> torch.Tensor:
+    """(count, count) Gram matrix of ``count`` items, assembled in blocks of ``chunk_size``.
 
-    At most two blocks of ``chunk_size`` vectors are held at once: block I is kept while every
-    later block J is recomputed, G[I, J] = V_I V_J^T, so with c < count the vectors are computed
-    about count / (2 c) times each.
+    ``rows(start, end)`` computes the features of items [start, end) (by default a matrix of
+    flat vectors); ``inner(u, v)`` the block of inner products between two such feature sets.
+    At most two blocks are held at once: block I is kept while every later block J is
+    recomputed, G[I, J] = inner(V_I, V_J), so with c < count features are computed about
+    count / (2 c) times each.
     """
     gram = None
     for start in range(0, count, chunk_size):
         end = min(start + chunk_size, count)
         block = rows(start, end)
+        diagonal = inner(block, block)
         if gram is None:
-            gram = block.new_zeros(count, count)
-        gram[start:end, start:end] = block @ block.T
+            gram = diagonal.new_zeros(count, count)
+        gram[start:end, start:end] = diagonal
         for other in range(end, count, chunk_size):
             other_end = min(other + chunk_size, count)
-            cross = block @ rows(other, other_end).T
+            cross = inner(block, rows(other, other_end))
             gram[start:end, other:other_end] = cross
             gram[other:other_end, start:end] = cross.T
     return gram

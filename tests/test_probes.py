@@ -1,0 +1,310 @@
+"""The gradient-confusion probes against slow references: every fast path against one backward
+pass per example, mini-batch statistics against a plain loop, statistics against numpy."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from confusion_cli import probes
+from confusion_cli.errors import ConfusionError
+from confusion_cli.probes.func import vmap_per_example_gram
+from confusion_cli.probes.gram import hooked_pass, layer_gram
+
+RTOL = 1e-6
+
+
+def half_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 0.5 * F.mse_loss(output, target)
+
+
+class Block(nn.Module):
+    """Pre-activation residual block: BN, inplace ReLU, strided conv, BN, ReLU, conv, + shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1, stride, 0, bias=False) if stride > 1 else None
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(self.relu(self.bn1(x)))
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + (x if self.shortcut is None else self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, 1, 1)
+        self.blocks = nn.Sequential(Block(4, 4, 1), Block(4, 6, 2))
+        self.bn = nn.BatchNorm2d(6)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.bn(self.blocks(self.stem(x)))).mean((2, 3)))
+
+
+def randomise_batch_norms(model: nn.Module, generator: torch.Generator) -> None:
+    """Non-trivial running statistics and affine parameters (defaults make BN the identity)."""
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            size = module.num_features
+            module.running_mean.normal_(0, 0.5, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+            with torch.no_grad():
+                module.weight.normal_(1, 0.3, generator=generator)
+                module.bias.normal_(0, 0.3, generator=generator)
+            assert module.weight.shape == (size,)
+
+
+def mlp(bias: bool = True, activation=nn.ReLU) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 9, bias=bias), activation(),
+                         nn.Linear(9, 7, bias=bias), activation(), nn.Linear(7, 4, bias=bias))
+
+
+# name -> (model factory, input shape, classes (0: regression with 0.5 * MSE))
+MODELS = {
+    "mlp": (lambda: mlp(), (3, 4), 4),
+    "mlp_nobias": (lambda: mlp(bias=False), (12,), 4),
+    "mlp_tanh": (lambda: mlp(activation=nn.Tanh), (12,), 4),
+    "mlp_inplace_bn1d": (lambda: nn.Sequential(nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(inplace=True),
+                                               nn.Linear(8, 3)), (12,), 3),
+    "deep_linear": (lambda: nn.Sequential(*[nn.Linear(12 if i == 0 else 6, 6, bias=False)
+                                            for i in range(5)], nn.Linear(6, 3, bias=False)), (12,), 3),
+    "linreg": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(10, 1)), (10,), 0),
+    "cnn": (lambda: nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3, stride=2, padding=1),
+                                  nn.ReLU(inplace=True), nn.Conv2d(5, 3, 2, dilation=2, padding=2),
+                                  nn.Tanh(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)), (2, 9, 9), 4),
+    "resnet_bn": (ResNet, (3, 8, 8), 5),
+}
+
+
+def build(name: str, batch: int = 7, seed: int = 0):
+    factory, shape, classes = MODELS[name]
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = factory().double()
+    randomise_batch_norms(model, generator)
+    x = torch.randn(batch, *shape, generator=generator, dtype=torch.float64)
+    if classes:
+        return model, F.cross_entropy, x, torch.randint(0, classes, (batch,), generator=generator)
+    return model, half_mse, x, torch.randn(batch, 1, generator=generator, dtype=torch.float64)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = expected.abs().max()
+    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=RTOL * float(scale))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fast_gram_matches_naive_loop(name):
+    model, loss_fn, x, y = build(name)
+    expected = probes.naive_per_example_gram(model, loss_fn, x, y)
+    assert_close(probes.per_example_gram(model, loss_fn, x, y), expected)
+    assert_close(vmap_per_example_gram(model, loss_fn, x, y, chunk_size=3), expected)
+    model.eval()
+    captured = hooked_pass(model, loss_fn, x, y)
+    assert captured is not None, "the per-layer fast path must apply"
+    for method in ("kernel", "materialise"):
+        for chunk_size in (None, 3):  # 3 does not divide the 7 examples
+            assert_close(sum(layer_gram(c, chunk_size, method) for c in captured), expected)
+
+
+def test_per_example_gram_chunking_does_not_change_the_result():
+    model, loss_fn, x, y = build("resnet_bn", batch=10)
+    full = probes.per_example_gram(model, loss_fn, x, y)
+    for chunk_size in (1, 3, 4, 10, 64):
+        assert_close(probes.per_example_gram(model, loss_fn, x, y, chunk_size=chunk_size), full)
+
+
+def test_unsupported_layers_take_the_vmap_path():
+    model = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Tanh(), nn.Conv1d(1, 2, 3), nn.Flatten(),
+                          nn.Linear(6, 3)).double()
+    model[3] = nn.Sequential(nn.Unflatten(1, (1, 5)), nn.Conv1d(1, 2, 3)).double()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    assert_close(probes.per_example_gram(model, F.cross_entropy, x, y),
+                 probes.naive_per_example_gram(model, F.cross_entropy, x, y))
+
+
+def test_a_module_called_twice_takes_the_vmap_path():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(4, 2)).double()
+    x, y = torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1, 0])
+    assert hooked_pass(model, F.cross_entropy, x, y) is None
+    assert_close(probes.per_example_gram(model, F.cross_entropy, x, y),
+                 probes.naive_per_example_gram(model, F.cross_entropy, x, y))
+
+
+def test_frozen_parameters_are_left_out():
+    model, loss_fn, x, y = build("resnet_bn")
+    model.stem.bias.requires_grad_(False)
+    model.blocks[1].bn1.weight.requires_grad_(False)
+    model.head.weight.requires_grad_(False)
+    assert_close(probes.per_example_gram(model, loss_fn, x, y),
+                 probes.naive_per_example_gram(model, loss_fn, x, y))
+
+
+def test_linear_regression_gram_is_the_closed_form():
+    """0.5 (w.x + b - y)^2: g_i = r_i (x_i, 1), so G = (r r^T) * (X X^T + 1)."""
+    model, loss_fn, x, y = build("linreg")
+    residual = (model(x) - y).detach()
+    expected = (residual @ residual.T) * (x @ x.T + 1)
+    assert_close(probes.per_example_gram(model, loss_fn, x, y), expected)
+
+
+def minibatches(count: int, size: int = 5, seed: int = 1):
+    model, loss_fn, x, y = build("resnet_bn", batch=count * size, seed=seed)
+    return model, loss_fn, [(x[i * size:(i + 1) * size], y[i * size:(i + 1) * size]) for i in range(count)]
+
+
+def loop_gradients(model, loss_fn, batches) -> torch.Tensor:
+    """Mini-batch gradients the plain way: eval mode, zero_grad, backward, read .grad."""
+    model.eval()
+    rows = []
+    for x, y in batches:
+        model.zero_grad()
+        loss_fn(model(x), y).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    model.zero_grad(set_to_none=True)
+    model.train()
+    return torch.stack(rows)
+
+
+def test_minibatch_pair_stats_matches_a_plain_loop():
+    model, loss_fn, batches = minibatches(6)
+    grads = loop_gradients(model, loss_fn, batches)
+    a, b = grads[0::2], grads[1::2]
+    inner = (a * b).sum(1)
+    cos = inner / (a.norm(dim=1) * b.norm(dim=1))
+    stats = probes.minibatch_pair_stats(model, loss_fn, list(zip(batches[0::2], batches[1::2])))
+    assert_close(stats["inner"], inner)
+    assert_close(stats["cos"], cos)
+    assert stats["n_pairs"] == 3 and stats["min_cos"] == pytest.approx(cos.min().item(), rel=RTOL)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 2, 4])
+def test_all_pairs_stats_matches_a_plain_loop(chunk_size):
+    model, loss_fn, batches = minibatches(5)
+    grads = loop_gradients(model, loss_fn, batches)
+    rows, cols = torch.triu_indices(5, 5, offset=1)
+    inner = (grads[rows] * grads[cols]).sum(1)
+    cos = inner / (grads[rows].norm(dim=1) * grads[cols].norm(dim=1))
+    stats = probes.all_pairs_stats(model, loss_fn, batches, chunk_size=chunk_size)
+    assert stats["n_pairs"] == 10
+    assert_close(stats["inner"], inner)
+    assert_close(stats["cos"], cos)
+
+
+def test_pair_statistics_against_numpy():
+    inner = torch.tensor([3.0, -1.0, 0.5, -4.0, 2.0, 0.0, 1.0])
+    sq_a = torch.tensor([9.0, 1.0, 1.0, 4.0, 4.0, 0.0, 4.0])
+    sq_b = torch.tensor([1.0, 4.0, 0.25, 4.0, 1.0, 3.0, 1.0])
+    cos = np.array([1.0, -0.5, 1.0, -1.0, 1.0, 0.0, 0.5])  # a zero gradient has cosine 0
+    stats = probes.pair_statistics(inner, sq_a, sq_b)
+    np.testing.assert_allclose(stats["cos"].numpy(), cos)
+    expected = {"min_inner": -4.0, "min_cos": -1.0, "mean_cos": cos.mean(), "mean_inner": 1.5 / 7,
+                "q05_cos": np.quantile(cos, 0.05), "q50_cos": np.quantile(cos, 0.5),
+                "frac_neg_cos": 2 / 7, "n_pairs": 7}
+    for key, value in expected.items():
+        assert stats[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+
+
+def test_gram_pair_statistics_takes_the_upper_triangle():
+    vectors = torch.randn(9, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    gram = vectors @ vectors.T
+    stats = probes.gram_pair_statistics(gram)
+    normed = (vectors / vectors.norm(dim=1, keepdim=True)).numpy()
+    cos = (normed @ normed.T)[np.triu_indices(9, 1)]
+    np.testing.assert_allclose(stats["cos"].numpy(), cos, rtol=1e-12)
+    assert stats["n_pairs"] == 36
+    assert stats["q05_cos"] == pytest.approx(np.quantile(cos, 0.05), rel=1e-12)
+    assert stats["frac_neg_cos"] == pytest.approx((cos < 0).mean())
+
+
+def probe_cfg(mode: str, **overrides):
+    cfg = {"mode": mode, "pairs": 3, "batches": 4, "examples": 6, "batch_size": 4, "chunk_size": None,
+           "bn_mode": "eval"}
+    return OmegaConf.create(cfg | overrides)
+
+
+def snapshot(model: nn.Module):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+            [m.training for m in model.modules()])
+
+
+@pytest.mark.parametrize("mode", probes.MODES)
+def test_confusion_probe_changes_nothing_and_is_deterministic(mode):
+    model, loss_fn, x, y = build("resnet_bn", batch=20)
+    model.train()
+    model.blocks[0].eval()  # a mixture of modes must come back as it was
+    loss_fn(model(x[:4]), y[:4]).backward()  # some .grad fields set, to be left alone
+    model.blocks[1].conv1.weight.grad = None
+    before, rng = snapshot(model), torch.get_rng_state()
+    results = [probes.confusion_probe(model, loss_fn, x, y, probe_cfg(mode),
+                                      torch.Generator().manual_seed(5)) for _ in range(2)]
+    after = snapshot(model)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for key in before[0]:
+        assert torch.equal(before[0][key], after[0][key]), key
+    assert all((g is None and h is None) or torch.equal(g, h) for g, h in zip(before[1], after[1]))
+    assert before[2] == after[2]
+    (scalars, samples), (scalars_again, samples_again) = results
+    expected_keys = set(probes.stats.SCALARS)
+    if mode == "per_example":
+        expected_keys |= {"grad_norm_mean", "gram_eig_min", "gram_eig_max"}
+    assert set(scalars) == expected_keys and set(samples) == {"cos", "inner"}
+    assert scalars == scalars_again
+    assert all(torch.equal(samples[k], samples_again[k]) for k in samples)
+    assert len(samples["cos"]) == {"minibatch_pairs": 3, "all_pairs": 6, "per_example": 15}[mode]
+    other, _ = probes.confusion_probe(model, loss_fn, x, y, probe_cfg(mode), torch.Generator().manual_seed(6))
+    assert other != scalars
+
+
+def test_per_example_probe_scalars_match_the_naive_gram():
+    model, loss_fn, x, y = build("mlp", batch=12)
+    cfg = probe_cfg("per_example", examples=12, chunk_size=5)
+    scalars, samples = probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator().manual_seed(0))
+    index = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    gram = probes.naive_per_example_gram(model, loss_fn, x[index], y[index])
+    eigenvalues = np.linalg.eigvalsh(gram.numpy())
+    assert scalars["gram_eig_min"] == pytest.approx(eigenvalues[0], rel=RTOL)
+    assert scalars["gram_eig_max"] == pytest.approx(eigenvalues[-1], rel=RTOL)
+    assert scalars["grad_norm_mean"] == pytest.approx(gram.diagonal().sqrt().mean().item(), rel=RTOL)
+    off_diagonal = gram[np.triu_indices(12, 1)]
+    assert scalars["min_inner"] == pytest.approx(off_diagonal.min().item(), rel=RTOL)
+    assert samples["inner"].shape == (66,)
+
+
+def test_minibatch_probe_uses_augment_and_draws_distinct_examples():
+    model, loss_fn, x, y = build("mlp", batch=8)
+    seen = []
+
+    def augment(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(batch.clone())
+        return batch.flip(-1)
+
+    cfg = probe_cfg("minibatch_pairs", batch_size=8)
+    plain, _ = probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator())
+    augmented, _ = probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator(), augment=augment)
+    assert len(seen) == 6 and plain != augmented
+
+    def by_first_feature(rows: torch.Tensor) -> torch.Tensor:
+        return rows.flatten(1)[rows.flatten(1)[:, 0].argsort()]
+
+    for batch in seen:  # a mini-batch of the whole set without replacement is a permutation of it
+        assert torch.equal(by_first_feature(batch), by_first_feature(x))
+
+
+def test_probe_errors_are_one_line_confusion_errors():
+    model, loss_fn, x, y = build("mlp", batch=8)
+    bad = (probe_cfg("nope"), probe_cfg("per_example", examples=9), probe_cfg("all_pairs", bn_mode="train"))
+    for cfg in bad:
+        with pytest.raises(ConfusionError):
+            probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator())
