@@ -77,10 +77,12 @@ def varying_columns(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[st
 
 
 def groups(frame: pd.DataFrame, columns: Sequence[str]) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:
-    """(``{column: value}``, rows) for every combination of ``columns``, sorted; all rows if none."""
+    """(``{column: value}``, rows) for every combination of ``columns``, sorted; all rows if none
+    (and nothing for an empty frame, as ``DataFrame.groupby``)."""
     columns = list(columns)
     if not columns:
-        yield {}, frame
+        if not frame.empty:
+            yield {}, frame
         return
     for key, part in frame.groupby(columns, dropna=False, sort=True):
         yield dict(zip(columns, key)), part
@@ -132,7 +134,7 @@ def chosen_runs(frame: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in selection.columns if c not in ("final_loss", "n_seeds", "note")]
     chosen = selection.dropna(subset=["optim.lr"])[keys]
     complete = frame[frame["status"] == "complete"]
-    return complete.merge(chosen, on=keys, how="inner") if keys else complete
+    return complete.merge(chosen, on=keys, how="inner")
 
 
 def split_figures(frame: pd.DataFrame, keep: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -276,9 +278,16 @@ def footnote(runs: pd.DataFrame, by: Sequence[str], extra: str = "") -> str:
     """'scale quick; 2 seeds per curve (mean ± std)' plus ``extra``."""
     seeds = [rows["run_dir"].nunique() for _, rows in groups(runs, by)] or [0]
     count = f"{min(seeds)}" if min(seeds) == max(seeds) else f"{min(seeds)}-{max(seeds)}"
+    count += " seed" if max(seeds) == 1 else " seeds"
     scales = runs["scale.name"].dropna().unique() if "scale.name" in runs else ["?"]
     scale = ", ".join(map(format_value, scales))
-    return "; ".join(filter(None, [f"scale {scale}", f"{count} seeds per curve (mean ± std)", extra]))
+    return "; ".join(filter(None, [f"scale {scale}", f"{count} per curve (mean ± std)", extra]))
+
+
+def still_running(frame: pd.DataFrame) -> str:
+    """'3 runs still running (not used)' or ''."""
+    count = frame.loc[frame["status"] == "running", "run_dir"].nunique()
+    return f"{count} run{'s' * (count > 1)} still running (not used)" if count else ""
 
 
 def not_drawn(selection: pd.DataFrame, label: Callable[[dict[str, Any]], str]) -> str:
@@ -433,7 +442,8 @@ def sweep_curves_figure(frame: pd.DataFrame, out: Path, stem: str, hue: str) -> 
         label = lambda key: f"{short(key)} (lr {format_value(key['optim.lr'])})"
         lrs = ", ".join(map(format_value, sorted(part["optim.lr"].unique())))
         extra = f"initial LR per {letter}: lowest final training loss of {{{lrs}}}"
-        note = footnote(runs, [hue], "; ".join(filter(None, [extra, not_drawn(selection, short)])))
+        note = footnote(runs, [hue], "; ".join(filter(None, [
+            extra, not_drawn(selection, short), still_running(part)])))
         return curve_panels(runs, [hue, "optim.lr"], label, describe(part, [hue]), note, out, name,
                             notes=selected_notes(selection))
     return per_figure(frame, (hue,), stem, draw)
@@ -464,7 +474,8 @@ def bn_skip_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
         colour = dict(zip(names, palette([(v,) for v in names])))
         skipped = not_drawn(selection, lambda key: f"{variant(key)} β={format_value(key['model.depth'])}")
         note = footnote(runs, by, "; ".join(filter(None, [
-            "each point at the initial LR with the lowest final training loss", skipped])))
+            "each point at the initial LR with the lowest final training loss", skipped,
+            still_running(part)])))
         fig, axes = new_figure(len(FINAL_PANELS), f"{describe(part, ['model.depth'])}: BN and skips", note)
         tables = []
         for ax, (metric, label) in zip(axes, FINAL_PANELS):
@@ -499,7 +510,8 @@ def linreg_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
         dims = " vs ".join(map(format_value, sorted(runs["dataset.dim"].unique())))
         title = f"Linear regression, N = {format_value(n)} samples: d = {dims}"
         note = footnote(runs, ["dataset.dim"], "; ".join(filter(None, [
-            "confusion over all per-sample gradient pairs", not_drawn(selection, short)])))
+            "confusion over all per-sample gradient pairs", not_drawn(selection, short),
+            still_running(part)])))
         return curve_panels(runs, ["dataset.dim", "optim.lr"], label, title, note, out, name,
                             density=False, notes=selected_notes(selection))
     return per_figure(frame, ("dataset.dim",), "fig1_linreg", draw)

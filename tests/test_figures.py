@@ -118,6 +118,7 @@ def test_select_lr_reports_an_architecture_diverged_at_every_lr():
     assert np.isnan(selection.loc[8, "optim.lr"]) and selection.loc[8, "n_seeds"] == 0
     assert "lr 0.1 diverged" in selection.loc[8, "note"] and "lr 0.3 failed" in selection.loc[8, "note"]
     assert "0.03" not in selection.loc[8, "note"]  # a running run is not judged
+    assert figures.select_lr(frame[frame["status"] == "running"]).empty
 
 
 def test_aggregate_seeds_matches_numpy():
