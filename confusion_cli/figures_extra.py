@@ -114,6 +114,8 @@ def init_figure(frame: pd.DataFrame, out: Path, stem: str, x: str, hue: str) -> 
         stats = aggregate_final(runs, [hue, x], metric)
         draw_lines(ax, stats, x, [hue], setting_label, colours(stats, [hue]))
         ax.set_xscale("log", base=2)
+        if metric == "min_inner":  # grows with the gradient norms: spans decades
+            ax.set_yscale("symlog", linthresh=1.0)
         swept = x.split(".")[-1]
         ax.set(xlabel=f"{swept} {symbol(model, x)}", ylabel=name, title=f"{name} vs {swept}")
         tables.append(stats.assign(metric=metric))
