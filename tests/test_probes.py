@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from confusion_cli import probes
+from confusion_cli.bench_probes import bench_probes
 from confusion_cli.errors import ConfusionError
 from confusion_cli.probes.func import vmap_per_example_gram
 from confusion_cli.probes.gram import hooked_pass, layer_gram
@@ -308,3 +309,10 @@ def test_probe_errors_are_one_line_confusion_errors():
     for cfg in bad:
         with pytest.raises(ConfusionError):
             probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator())
+
+
+def test_bench_probes_quick_runs():
+    rows = bench_probes("cpu", quick=True)
+    assert {r["baseline"] for r in rows} == {"naive loop", "torch.func vmap (chunks of 32)", "one SGD step"}
+    for r in rows:
+        assert r["seconds"] > 0 and r["ratio"] == pytest.approx(r["baseline_seconds"] / r["seconds"])

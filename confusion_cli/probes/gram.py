@@ -14,8 +14,10 @@ of exact per-layer terms (the layer's per-example gradient is a function of a_i 
 
   Two exact ways to evaluate the weight term, chosen per layer by multiply-add count:
   "kernel" products of the two (L, L) patch kernels, B^2 L^2 (F + O) (for L = 1 the identity
-  (d_i . d_j)(a_i . a_j) of DESIGN.md: no per-example gradient at all), or "materialise" G_i by
-  a batched matmul and take G G^T, B L O F + B^2 O F (cheaper for convolutions on images).
+  (d_i . d_j)(a_i . a_j) of DESIGN.md: no per-example gradient at all), or "materialise" G_i
+  and take G G^T, B L O F + B^2 O F (cheaper for convolutions on images); a Conv2d computes all
+  G_i in one grouped convolution weight-gradient call (examples stacked as groups), about 10x
+  faster on CPU than unfolding patches for a batched matmul.
 - BatchNorm1d/2d in eval mode, y = x_hat * w + b with x_hat = (x - running_mean) /
   sqrt(running_var + eps): per-example gradients sum_l d_il x_hat_il (weight) and
   sum_l d_il (bias), materialised (2 C numbers per example).
@@ -40,7 +42,7 @@ from .hessian import eval_mode
 from .naive import LossFn, blocked_gram, naive_per_example_gram
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-CHUNK_BUDGET = 1 << 24  # automatic chunk size: elements of per-chunk intermediates of one layer
+CHUNK_BUDGET = 1 << 26  # automatic chunk size: elements of per-chunk intermediates of one layer
 
 
 @dataclass
@@ -80,6 +82,24 @@ def _patches(module: nn.Module, inputs: torch.Tensor, output_grad: torch.Tensor
             output_grad.reshape(batch, -1, output_grad.shape[-1]).transpose(1, 2))
 
 
+def _weight_grads(module: nn.Module, inputs: torch.Tensor, output_grad: torch.Tensor) -> torch.Tensor:
+    """(B, *weight.shape): the per-example weight gradients G_i = D_i A_i^T of a Linear/Conv2d.
+
+    For a Conv2d, one grouped convolution weight-gradient call: the B examples stacked along the
+    channels, with B times the layer's groups, give the B per-example gradients at once.
+    """
+    batch = inputs.shape[0]
+    if isinstance(module, nn.Conv2d):
+        weight_shape = (batch * module.weight.shape[0], *module.weight.shape[1:])
+        grads = torch.nn.grad.conv2d_weight(
+            inputs.reshape(1, -1, *inputs.shape[2:]), weight_shape,
+            output_grad.reshape(1, -1, *output_grad.shape[2:]), module.stride, module.padding,
+            module.dilation, batch * module.groups)
+        return grads.view(batch, *module.weight.shape)
+    patches, grads = _patches(module, inputs, output_grad)
+    return torch.bmm(grads, patches.transpose(1, 2))
+
+
 def layer_gram(captured: Captured, chunk_size: int | None = None,
                method: str | None = None) -> torch.Tensor:
     """This layer's term of the (B, B) per-example Gram (see the module docstring).
@@ -100,14 +120,16 @@ def layer_gram(captured: Captured, chunk_size: int | None = None,
     outputs, fan_in = module.weight.shape[0], module.weight[0].numel()
     positions = output_grad[0].numel() // outputs
     if method is None:
-        kernel_cost = positions * positions * (fan_in + outputs)
+        kernel_cost = batch * positions * positions * (fan_in + outputs)  # both divided by B
         method = "materialise" if kernel_cost > outputs * fan_in * (positions + batch) else "kernel"
     materialise = method == "materialise"
 
     def flat_grads(start: int, end: int) -> torch.Tensor:
-        patches, grads = _patches(module, inputs[start:end], output_grad[start:end])
-        parts = [torch.bmm(grads, patches.transpose(1, 2)).flatten(1)] if with_weight else []
-        return torch.cat(parts + ([grads.sum(2)] if with_bias else []), dim=1)
+        grads = output_grad[start:end]
+        parts = [_weight_grads(module, inputs[start:end], grads).flatten(1)] if with_weight else []
+        if with_bias:
+            parts.append(grads.reshape(end - start, outputs, -1).sum(2))
+        return torch.cat(parts, dim=1)
 
     def patches(start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _patches(module, inputs[start:end], output_grad[start:end])

@@ -1,0 +1,130 @@
+"""Speed of the per-example Gram against its baselines, each timed in the same run.
+
+For a batch of 128: an MLP 4x256 on 28x28 inputs (10 classes) and CNN-16-2 (WideResNet depth 16,
+width 2, no BN, no skip) on 3x32x32, ``probes.per_example_gram`` against
+- the naive loop (one backward pass per example, ``naive_per_example_gram``),
+- torch.func vmap(grad) in chunks of 32 (``func.vmap_per_example_gram``),
+- one SGD step (forward, backward, update) on the same batch.
+ratio = baseline seconds / Gram seconds (> 1: the Gram is faster), goal = the ratio aimed at.
+Timings are float32, the best of a few calls after a warm-up, CUDA synchronised around each.
+Goals: MLP Gram >= 80x faster than naive and <= 2x one SGD step; CNN-16-2 >= 2x faster than naive.
+
+    python -m confusion_cli.bench_probes [--device cuda] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import probes
+from .probes.func import vmap_per_example_gram
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_seconds(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
+    """Best wall time of ``repeat`` calls after one warm-up call, CUDA synchronised around each."""
+    fn()
+    best = math.inf
+    for _ in range(repeat):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def mlp(in_features: int, width: int, depth: int, classes: int) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i in range(depth):
+        layers += [nn.Linear(in_features if i == 0 else width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, classes))
+
+
+def plain_wrn(depth: int, width: int, classes: int) -> nn.Module:
+    """CNN-depth-width: WideResNet without BN or skips (3 groups of (depth - 4) / 6 blocks of 2 convs)."""
+    blocks = (depth - 4) // 6
+    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()]
+    channels = 16
+    for group, out in enumerate((16 * width, 32 * width, 64 * width)):
+        for block in range(blocks):
+            stride = 2 if group > 0 and block == 0 else 1
+            layers += [nn.Conv2d(channels, out, 3, stride, 1), nn.ReLU(),
+                       nn.Conv2d(out, out, 3, 1, 1), nn.ReLU()]
+            channels = out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes))
+
+
+def bench_case(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, goals: dict[str, float],
+               repeat: int) -> list[dict]:
+    """Rows for one model: the per-example Gram on (x, y) against each baseline."""
+    device = x.device
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: same cost, weights unchanged
+
+    def sgd_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    baselines = {
+        "naive loop": lambda: probes.naive_per_example_gram(model, F.cross_entropy, x, y),
+        "torch.func vmap (chunks of 32)": lambda: vmap_per_example_gram(model, F.cross_entropy, x, y,
+                                                                        chunk_size=32),
+        "one SGD step": sgd_step,
+    }
+    gram_seconds = best_seconds(lambda: probes.per_example_gram(model, F.cross_entropy, x, y), device, repeat)
+    rows = []
+    for baseline, fn in baselines.items():
+        seconds = best_seconds(fn, device, 1 if baseline == "naive loop" else repeat)
+        rows.append({"name": f"{name} per-example gram (B={x.shape[0]})", "device": str(device),
+                     "seconds": gram_seconds, "baseline": baseline, "baseline_seconds": seconds,
+                     "ratio": seconds / gram_seconds, "goal": goals.get(baseline)})
+    return rows
+
+
+def bench_probes(device: torch.device | str, quick: bool) -> list[dict]:
+    """Rows {name, device, seconds, baseline, baseline_seconds, ratio, goal}; see the module docstring."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    batch, repeat = (8, 1) if quick else (128, 3)
+    cases = {"mlp4x256": (mlp(28 * 28, 32 if quick else 256, 4, 10), (1, 28, 28),
+                          {"naive loop": 80.0, "one SGD step": 0.5}),
+             "cnn16-2": (plain_wrn(16, 1 if quick else 2, 10), (3, 8, 8) if quick else (3, 32, 32),
+                         {"naive loop": 2.0})}
+    rows = []
+    for name, (model, shape, goals) in cases.items():
+        x = torch.randn(batch, *shape, generator=generator).to(device)
+        y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+        rows += bench_case(name, model.to(device), x, y, goals, repeat)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m confusion_cli.bench_probes", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs")
+    args = parser.parse_args(argv)
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'name':<34} {'baseline':<31} {'gram s':>9} {'baseline s':>11} {'ratio':>8} {'goal':>6}")
+    for r in bench_probes(args.device, args.quick):
+        goal = "" if r["goal"] is None else f">={r['goal']:g}"
+        print(f"{r['name']:<34} {r['baseline']:<31} {r['seconds']:>9.4f} {r['baseline_seconds']:>11.4f} "
+              f"{r['ratio']:>8.2f} {goal:>6}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
