@@ -21,7 +21,7 @@ lint:
 	$(BIN)/ruff check confusion_cli tests
 
 demo:  ## a small depth sweep on the bundled digits, offline on a CPU, then its figures
-	$(CONFUSION) run +sweep=depth_mnist scale=demo records_root=$(OUT)/demo
+	$(CONFUSION) run +sweep=depth_mnist dataset=digits scale=demo records_root=$(OUT)/demo
 	$(CONFUSION) plot $(OUT)/demo
 
 figures:  ## smoke versions of every sweep, then every figure the records support

@@ -558,6 +558,8 @@ def plot_all(frame: pd.DataFrame, out: Path) -> list[Path]:
     """Every figure the records support, under ``out``: the generic curves, then each registered
     figure (``FIGURES``) whose sweep is present. Returns the PNG, PDF and CSV paths written; a
     figure that fails is reported with a FigureWarning and the others are still drawn."""
+    from . import figures_extra  # noqa: F401  (registers the theory, rank and curvature figures)
+
     out = Path(out)
     if frame.empty:
         return []

@@ -31,7 +31,7 @@ RUN_JSON, METRICS, CONFIG, SAMPLES, CHECKPOINT = (
     "run.json", "metrics.csv", "config.yaml", "samples", "checkpoint.pt")
 FINISHED = ("complete", "diverged")
 # Config keys that say where or how verbosely a run happens, not what it computes.
-NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "sweep")
+NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "threads", "sweep")
 
 
 class RecordWarning(UserWarning):
@@ -62,9 +62,16 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def semantic_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without the keys that do not change what a run computes."""
+    """The resolved config without the keys that do not change what a run computes.
+
+    The sweep's name stays (each sweep's records are its own, so a figure finds all its runs),
+    but not its grids or the scale's seed list: growing a grid keeps the runs already done.
+    """
     container = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in container.items() if k not in NON_SEMANTIC_KEYS}
+    semantic = {k: v for k, v in container.items() if k not in NON_SEMANTIC_KEYS}
+    semantic["sweep"] = (container.get("sweep") or {}).get("name")
+    semantic.pop("scale", None)
+    return semantic
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -55,6 +55,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     return {"device": str(device), "device_name": name or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
             "host": socket.gethostname(), "git_commit": git_commit(),
             "versions": {"confusion": __version__, "python": platform.python_version(),
                          "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -215,6 +216,8 @@ def execute(cfg: DictConfig) -> str:
 
 def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
     device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     old = records.read_run_json(run_dir) if how == "resume" else None
     meta = {"status": "running", "config_hash": cfg_hash, "seed": cfg.seed,
             "start_time": datetime.now(timezone.utc).isoformat(), "argv": sys.argv,

@@ -86,6 +86,7 @@ class Trainer:
         self.steps_per_epoch = n // self.batch_size
         self.epoch = 0
         self.step = 0
+        self.init_recorded = False  # the epoch-0 record (initialization) has been yielded
         # torch.compile'd forward for training only; probes and evaluation use the plain module
         self.forward = torch.compile(self.model) if cfg.compile else self.model
 
@@ -94,7 +95,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
                 "probe_generator": self.probe_generator.get_state(),
-                "epoch": self.epoch, "step": self.step}
+                "epoch": self.epoch, "step": self.step, "init_recorded": self.init_recorded}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -103,6 +104,7 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.probe_generator.set_state(state["probe_generator"])
         self.epoch, self.step = state["epoch"], state["step"]
+        self.init_recorded = state["init_recorded"]
 
     # -- one epoch of SGD ------------------------------------------------------------------
     def _sgd_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +117,7 @@ class Trainer:
 
     def _correct(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.data.task != "classification":
-            return torch.zeros((), device=output.device)
+            return torch.zeros((), device=output.device, dtype=torch.int64)
         return (output.argmax(1) == y).sum()
 
     def train_epoch(self) -> dict[str, float]:
@@ -205,11 +207,12 @@ class Trainer:
         Stops after the epoch whose training loss is NaN or infinite (diverged = True).
         Resumes from ``self.epoch`` when loaded from a checkpoint.
         """
-        if self.epoch == 0:
+        if not self.init_recorded:
             start = time.perf_counter()
             loss, acc = self.evaluate(self.data.x_train, self.data.y_train)
             row, samples = self.record({"train_loss": loss, "train_acc": acc})
             row["epoch_seconds"] = time.perf_counter() - start
+            self.init_recorded = True
             yield row, samples, not math.isfinite(loss)
         while self.epoch < self.cfg.optim.epochs:
             max_steps = self.cfg.optim.max_steps

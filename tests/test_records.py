@@ -55,8 +55,9 @@ def test_config_hash_ignores_where_but_not_what():
             "launch_id": "x", "sweep": {"name": "depth"}}
     h = records.config_hash(OmegaConf.create(base))
     moved = {**base, "records_root": "b", "data_dir": "e", "launch_id": "y",
-             "sweep": {"name": "other"}}
+             "sweep": {"name": "depth", "depths": {"quick": "2,4,8"}}, "scale": {"seeds": "0,1"}}
     assert records.config_hash(OmegaConf.create(moved)) == h
+    assert records.config_hash(OmegaConf.create({**base, "sweep": {"name": "width"}})) != h
     assert records.config_hash(OmegaConf.create({**base, "seed": 1})) != h
     assert records.config_hash(OmegaConf.create({**base, "optim": {"lr": 0.2}})) != h
 
