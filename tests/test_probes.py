@@ -316,3 +316,34 @@ def test_bench_probes_quick_runs():
     assert {r["baseline"] for r in rows} == {"naive loop", "torch.func vmap (chunks of 32)", "one SGD step"}
     for r in rows:
         assert r["seconds"] > 0 and r["ratio"] == pytest.approx(r["baseline_seconds"] / r["seconds"])
+
+
+PROJECT_MODELS = {
+    "mlp": ({"name": "mlp", "depth": 2, "width": 8}, (1, 4, 4), 3),
+    "mlp_tanh": ({"name": "mlp", "depth": 3, "width": 6, "activation": "tanh"}, (10,), 3),
+    "linear": ({"name": "linear", "depth": 4, "width": 6, "init": "orthogonal"}, (10,), 3),
+    "linreg": ({"name": "linreg", "bias": True}, (10,), 0),
+    **{f"cnn_bn{int(bn)}_skip{int(skip)}": ({"name": "cnn", "depth": 10, "width": 1, "batch_norm": bn,
+                                             "skip": skip}, (3, 8, 8), 4)
+       for bn in (False, True) for skip in (False, True)},
+}
+
+
+@pytest.mark.parametrize("name", PROJECT_MODELS)
+def test_fast_gram_matches_naive_loop_on_project_models(name):
+    from confusion_cli.models import build_model
+
+    cfg, shape, classes = PROJECT_MODELS[name]
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = build_model(OmegaConf.create(cfg), shape, classes).double()
+    randomise_batch_norms(model, generator)
+    x = torch.randn(5, *shape, generator=generator, dtype=torch.float64)
+    if classes:
+        loss_fn, y = F.cross_entropy, torch.randint(0, classes, (5,), generator=generator)
+    else:
+        loss_fn, y = half_mse, torch.randn(5, 1, generator=generator, dtype=torch.float64)
+    model.eval()
+    assert hooked_pass(model, loss_fn, x, y) is not None, "the per-layer fast path must apply"
+    assert_close(probes.per_example_gram(model, loss_fn, x, y, chunk_size=2),
+                 probes.naive_per_example_gram(model, loss_fn, x, y))
