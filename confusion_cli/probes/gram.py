@@ -31,7 +31,7 @@ model holding one module at two places takes the naive loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,7 @@ class Captured:
     module: nn.Module
     inputs: torch.Tensor
     input_version: int
-    output_grad: torch.Tensor | None = field(default=None)
+    output_grad: torch.Tensor | None = None
 
 
 def _supported(module: nn.Module) -> bool:
