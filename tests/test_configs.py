@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from confusion_cli import cli, models
@@ -32,8 +33,7 @@ def test_every_sweep_composes_at_every_scale(sweep, scale):
     for key, values in params.items():  # every architecture in the grid is a valid model
         if key.startswith("model."):
             for value in str(values).split(","):
-                model_cfg = OmegaConf.merge(cfg.model, {key.split(".", 1)[1]: int(value)
-                                                        if value.isdigit() else value == "true"})
+                model_cfg = OmegaConf.merge(cfg.model, {key.split(".", 1)[1]: yaml.safe_load(value)})
                 models.validate(model_cfg)
 
 

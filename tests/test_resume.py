@@ -12,7 +12,7 @@ from fakes import run_cli, start_cli
 from confusion_cli import records
 
 TIMING = ["epoch_seconds", "probe_seconds"]
-SWEEP = ["run", "seed=0,1", "optim.epochs=40", "probe.pairs=2", "model.width=512"]
+SWEEP = ["run", "seed=0,1", "optim.epochs=15", "probe.pairs=1", "model.width=128"]
 
 
 def comparable(root) -> pd.DataFrame:
