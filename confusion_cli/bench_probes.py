@@ -9,21 +9,22 @@ ratio = baseline seconds / Gram seconds (> 1: the Gram is faster), goal = the ra
 Timings are float32, the best of a few calls after a warm-up, CUDA synchronised around each.
 Goals: MLP Gram >= 80x faster than naive and <= 2x one SGD step; CNN-16-2 >= 2x faster than naive.
 
-    python -m confusion_cli.bench_probes [--device cuda] [--quick]
+Run through `make bench` (confusion_cli.bench), which prints these rows with the others.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from . import probes
+from .models import build_model
 from .probes.func import vmap_per_example_gram
 
 
@@ -43,27 +44,6 @@ def best_seconds(fn: Callable[[], object], device: torch.device, repeat: int) ->
         _sync(device)
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def mlp(in_features: int, width: int, depth: int, classes: int) -> nn.Module:
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i in range(depth):
-        layers += [nn.Linear(in_features if i == 0 else width, width), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(width, classes))
-
-
-def plain_wrn(depth: int, width: int, classes: int) -> nn.Module:
-    """CNN-depth-width: WideResNet without BN or skips (3 groups of (depth - 4) / 6 blocks of 2 convs)."""
-    blocks = (depth - 4) // 6
-    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()]
-    channels = 16
-    for group, out in enumerate((16 * width, 32 * width, 64 * width)):
-        for block in range(blocks):
-            stride = 2 if group > 0 and block == 0 else 1
-            layers += [nn.Conv2d(channels, out, 3, stride, 1), nn.ReLU(),
-                       nn.Conv2d(out, out, 3, 1, 1), nn.ReLU()]
-            channels = out
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes))
 
 
 def bench_case(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, goals: dict[str, float],
@@ -99,32 +79,15 @@ def bench_probes(device: torch.device | str, quick: bool) -> list[dict]:
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     batch, repeat = (8, 1) if quick else (128, 3)
-    cases = {"mlp4x256": (mlp(28 * 28, 32 if quick else 256, 4, 10), (1, 28, 28),
+    cases = {"mlp4x256": ({"name": "mlp", "depth": 4, "width": 32 if quick else 256}, (1, 28, 28),
                           {"naive loop": 80.0, "one SGD step": 0.5}),
-             "cnn16-2": (plain_wrn(16, 1 if quick else 2, 10), (3, 8, 8) if quick else (3, 32, 32),
-                         {"naive loop": 2.0})}
+             "cnn16-2": ({"name": "cnn", "depth": 16, "width": 1 if quick else 2},
+                         (3, 8, 8) if quick else (3, 32, 32),
+                         {"naive loop": 10.0 if device.type == "cuda" else 2.0})}
     rows = []
-    for name, (model, shape, goals) in cases.items():
+    for name, (model_cfg, shape, goals) in cases.items():
+        model = build_model(OmegaConf.create(model_cfg), shape, 10).to(device)
         x = torch.randn(batch, *shape, generator=generator).to(device)
         y = torch.randint(0, 10, (batch,), generator=generator).to(device)
-        rows += bench_case(name, model.to(device), x, y, goals, repeat)
+        rows += bench_case(name, model, x, y, goals, repeat)
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m confusion_cli.bench_probes", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs")
-    args = parser.parse_args(argv)
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'name':<34} {'baseline':<31} {'gram s':>9} {'baseline s':>11} {'ratio':>8} {'goal':>6}")
-    for r in bench_probes(args.device, args.quick):
-        goal = "" if r["goal"] is None else f">={r['goal']:g}"
-        print(f"{r['name']:<34} {r['baseline']:<31} {r['seconds']:>9.4f} {r['baseline_seconds']:>11.4f} "
-              f"{r['ratio']:>8.2f} {goal:>6}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
