@@ -102,7 +102,8 @@ def test_hessian_top_eigenvalues_match_the_explicit_hessian(loss):
 
 
 def make_trainer(overrides: list[str]) -> Trainer:
-    cfg = cli.compose(["probe=none", "optim.epochs=1", "hessian.examples=64", *overrides])
+    cfg = cli.compose(["probe=none", "optim.epochs=1", "dataset.train_size=256", "hessian.examples=32",
+                       "hessian.iters=8", *overrides])
     with open_dict(cfg):
         del cfg["hydra"]
     return Trainer(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
