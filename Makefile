@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFUSION := $(BIN)/confusion
 OUT ?= outputs
 
-.PHONY: install test lint demo figures bench smoke-sweeps paper-depth paper-width paper-bn-skip clean
+.PHONY: install test lint demo figures bench paper-depth paper-width paper-bn-skip clean
 
 install:  ## virtual environment with the package (editable) and the test tools
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,17 @@ demo:  ## a small depth sweep on the bundled digits, offline on a CPU, then its 
 	$(CONFUSION) run +sweep=depth_mnist dataset=digits scale=demo records_root=$(OUT)/demo
 	$(CONFUSION) plot $(OUT)/demo
 
+# CIFAR-10 / MNIST when they are under data/, else the bundled digits (offline CPU)
+DATA ?= data
+FIG_CIFAR ?= $(if $(wildcard $(DATA)/cifar-10-batches-py/data_batch_1),cifar10,digits)
+FIG_MNIST ?= $(if $(wildcard $(DATA)/MNIST/raw/train-images-idx3-ubyte),mnist,digits)
+
 figures:  ## smoke versions of every sweep, then every figure the records support
-	for s in depth width bn_skip linreg depth_mnist width_mnist init_depth init_width init_linear lowrank gd_vs_sgd; do \
+	for s in depth width bn_skip; do \
+		$(CONFUSION) run +sweep=$$s scale=smoke dataset=$(FIG_CIFAR) records_root=$(OUT)/figures || exit 1; done
+	for s in depth_mnist width_mnist; do \
+		$(CONFUSION) run +sweep=$$s scale=smoke dataset=$(FIG_MNIST) records_root=$(OUT)/figures || exit 1; done
+	for s in linreg init_depth init_width init_linear lowrank gd_vs_sgd hessian_width; do \
 		$(CONFUSION) run +sweep=$$s scale=smoke records_root=$(OUT)/figures || exit 1; done
 	$(CONFUSION) plot $(OUT)/figures
 

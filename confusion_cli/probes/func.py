@@ -11,8 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .hessian import eval_mode
-from .naive import LossFn, blocked_gram
+from .naive import LossFn, blocked_gram, eval_mode
 
 VMAP_CHUNK = 32  # default examples per vmap call
 

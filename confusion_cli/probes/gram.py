@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .func import vmap_per_example_gram
-from .hessian import eval_mode
-from .naive import LossFn, blocked_gram, naive_per_example_gram
+from .naive import LossFn, blocked_gram, eval_mode, naive_per_example_gram
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 CHUNK_BUDGET = 1 << 26  # automatic chunk size: elements of per-chunk intermediates of one layer

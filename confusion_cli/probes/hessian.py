@@ -11,9 +11,8 @@ extreme ones first, and equal them once m reaches the number of parameters.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,19 +21,7 @@ from torch import nn
 if TYPE_CHECKING:
     from ..train import Trainer
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode for the duration; each submodule's own mode restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.train(training)
+from .naive import LossFn, eval_mode, trainable
 
 
 def hessian_vector_product(model: nn.Module, loss_fn: LossFn, x: torch.Tensor,
@@ -44,7 +31,7 @@ def hessian_vector_product(model: nn.Module, loss_fn: LossFn, x: torch.Tensor,
     One forward and backward pass builds the gradient graph; each product is then one backward
     pass through it (double backward). Neither the parameters nor their ``.grad`` are touched.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable(model)
     grads = torch.autograd.grad(loss_fn(model(x), y), params, create_graph=True)
     flat_grad = torch.cat([g.reshape(-1) for g in grads])
 

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .hessian import eval_mode
-from .naive import LossFn, blocked_gram, flat_gradient, flat_gradients, trainable
+from .naive import LossFn, blocked_gram, eval_mode, flat_gradient, flat_gradients, trainable
 from .stats import gram_pair_statistics, pair_statistics
 
 Batch = tuple[torch.Tensor, torch.Tensor]
