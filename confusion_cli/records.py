@@ -34,6 +34,10 @@ FINISHED = ("complete", "diverged")
 NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "threads", "sweep")
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 class RecordWarning(UserWarning):
     """A run directory that cannot be read; it is skipped."""
 
@@ -42,6 +46,7 @@ def atomic_write(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; records are for the whole group
     try:
         with os.fdopen(fd, "w", newline="") as f:
             write(f)

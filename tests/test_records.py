@@ -89,3 +89,8 @@ def test_require_records_explains_an_empty_directory(tmp_path):
         records.require_records(tmp_path)
     with pytest.raises(records.ConfusionError, match="no such directory"):
         records.require_records(tmp_path / "missing")
+
+
+def test_records_are_readable_by_the_group(tmp_path):
+    records.write_json(tmp_path / "run.json", {"status": "complete"})
+    assert (tmp_path / "run.json").stat().st_mode & 0o044 == 0o044
