@@ -147,8 +147,8 @@ def peak_memory(device: torch.device, fn: Callable[[], object]) -> tuple[float, 
 def bench_cnn(device: torch.device, quick: bool) -> list[dict]:
     """CNN-16-2 step, probe and the paper-sweep estimates; CNN-100-2 BN+skip peak memory."""
     rows = []
-    steps = 3 if quick else (20 if device.type == "cuda" else 5)
-    pairs = 2 if quick else (20 if device.type == "cuda" else 3)
+    steps = 3 if quick else (20 if device.type == "cuda" else 2)
+    pairs = 2 if quick else (20 if device.type == "cuda" else 1)
     data = cifar_like(device, 64 if quick else 512, 8 if quick else 32)
     per_arch: dict[tuple, float] = {}
     archs = {("cnn", 10, 1, False, False)} if quick else {
@@ -163,6 +163,8 @@ def bench_cnn(device: torch.device, quick: bool) -> list[dict]:
         step = step_seconds(trainer, device, steps)
         pair = probe_seconds(trainer, device, pairs)
         epoch = step * CIFAR_STEPS_PER_EPOCH
+        print(f"  cnn{depth}-{width} bn={bn} skip={skip}: step {step:.3g} s, probe pair "
+              f"{pair:.3g} s", flush=True)
         per_arch[(depth, width, bn, skip)] = epoch + 100 * pair
         if (depth, width, bn, skip) in ((16, 2, False, False), (10, 1, False, False)):
             rows.append(row(f"cnn{depth}-{width} train_throughput (est.)", device, 128 / step, "-", math.nan,
