@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 import pytest
-from fakes import run_cli, write_dataset
+from fakes import run_cli
 
 from confusion_cli import cli, records
 
@@ -44,20 +44,6 @@ def test_same_config_and_seed_give_the_same_records(tmp_path):
     a, b = (records.load(tmp_path / "outputs" / n) for n in ("a", "b"))
     columns = ["train_loss", "test_loss", "min_cos", "min_inner", "mean_cos"]
     pd.testing.assert_frame_equal(a[columns], b[columns])
-
-
-def test_depth_sweep_smoke_runs_and_plots(tmp_path):
-    write_dataset(tmp_path / "data", "cifar10", n_train=160, n_test=64)
-    done = run_cli(["run", "+sweep=depth", "scale=smoke"], tmp_path, patch_md5=True)
-    assert done.returncode == 0, done.stderr
-    assert "sweep depth: 2 runs" in done.stdout
-    assert "sweep progress: 2/2 runs finished" in done.stdout
-    frame = records.load(tmp_path / "outputs")
-    assert sorted(frame["model.depth"].unique()) == [10, 16]
-    assert set(frame["status"]) == {"complete"}
-    plot = run_cli(["plot", "outputs"], tmp_path)
-    assert plot.returncode == 0, plot.stderr
-    assert (tmp_path / "outputs" / "figures" / "fig2_depth.png").is_file()
 
 
 def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
