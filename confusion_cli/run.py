@@ -231,8 +231,9 @@ def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
         check_fits(cfg, dataset.x_train.shape[0])
         trainer = Trainer(cfg, dataset, device)
         if how == "resume":
+            # on the CPU: generator states must stay CPU tensors; load_state_dict moves the rest
             trainer.load_state_dict(torch.load(run_dir / records.CHECKPOINT,
-                                               map_location=device, weights_only=False))
+                                               map_location="cpu", weights_only=False))
             print(f"{prefix}resuming {run_dir} from epoch {trainer.epoch}", flush=True)
         print(f"{prefix}{run_dir}: {cfg.model.name} on {cfg.dataset.name}, "
               f"{trainer.steps_per_epoch} steps/epoch, device {device}", flush=True)
