@@ -76,3 +76,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_plot_names_a_corrupt_record_and_draws_the_rest(tmp_path):
+    done = run_cli(["run", "seed=0,1", "optim.epochs=1", "probe.pairs=2"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    broken = records.run_dirs(tmp_path / "outputs")[0]
+    (broken / "run.json").write_text('{"status": "compl')  # as if killed mid-write by hand
+    plot = run_cli(["plot", "outputs"], tmp_path)
+    assert plot.returncode == 0, plot.stderr
+    relative = (broken / "run.json").relative_to(tmp_path)
+    assert f"warning: skipping corrupt record {relative}" in plot.stderr
+    assert "Traceback" not in plot.stderr
+    assert (tmp_path / "outputs" / "figures" / "curves.png").is_file()
