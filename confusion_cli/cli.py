@@ -130,9 +130,33 @@ def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
     return sizes
 
 
-def cmd_run(overrides: list[str]) -> int:
+HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i")
+
+
+def split_hydra_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, Hydra's own flags such as `--cfg job` or `--multirun`) of a `confusion run` line."""
+    overrides: list[str] = []
+    flags: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        flags.append(arg)
+        if arg in HYDRA_FLAGS_WITH_VALUE:
+            value = next(it, None)
+            if value is not None:
+                flags.append(value)
+    return overrides, flags
+
+
+def cmd_run(args: list[str]) -> int:
     from omegaconf import open_dict
 
+    if any(a in ("-h", "--help") for a in args):
+        print(usage())
+        return 0
+    overrides, flags = split_hydra_flags(args)
     launch_id = f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
     if not any(o.startswith("launch_id=") for o in overrides):
         overrides = [*overrides, f"launch_id={launch_id}"]
@@ -142,8 +166,10 @@ def cmd_run(overrides: list[str]) -> int:
     with open_dict(cfg):
         del cfg["hydra"]
     validate(cfg)
+    if any(f in ("--cfg", "-c", "--info", "-i") for f in flags):  # Hydra prints, runs nothing
+        return _hydra_main([*overrides, *flags])
     multirun = str(hydra_cfg.mode) in ("MULTIRUN", "RunMode.MULTIRUN") or any(
-        a in ("-m", "--multirun") for a in overrides) or any(map(_is_sweep_override, overrides))
+        f in ("-m", "--multirun") for f in flags) or any(map(_is_sweep_override, overrides))
     if multirun:
         sizes = plan_sweep(hydra_cfg, overrides)
         total = math.prod(sizes.values())
@@ -151,9 +177,9 @@ def cmd_run(overrides: list[str]) -> int:
         (sweep_dir / "sweep.json").write_text(json.dumps({"total": total, "grid": sizes}))
         grid = " x ".join(f"{k} {n}" for k, n in sizes.items())
         print(f"sweep {cfg.sweep.name}: {total} runs ({grid}) -> {sweep_dir}", flush=True)
-        if not any(a in ("-m", "--multirun") for a in overrides):
-            overrides = [*overrides, "--multirun"]
-    return _hydra_main(overrides)
+        if not any(f in ("-m", "--multirun") for f in flags):
+            flags = [*flags, "--multirun"]
+    return _hydra_main([*overrides, *flags])
 
 
 def _hydra_main(overrides: list[str]) -> int:

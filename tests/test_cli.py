@@ -89,3 +89,13 @@ def test_plot_names_a_corrupt_record_and_draws_the_rest(tmp_path):
     assert f"warning: skipping corrupt record {relative}" in plot.stderr
     assert "Traceback" not in plot.stderr
     assert (tmp_path / "outputs" / "figures" / "curves.png").is_file()
+
+
+def test_run_help_and_hydra_flags_pass_through(tmp_path):
+    helped = run_cli(["run", "--help"], tmp_path)
+    assert helped.returncode == 0 and "+sweep=NAME" in helped.stdout
+    shown = run_cli(["run", "model=cnn", "--cfg", "job"], tmp_path)
+    assert shown.returncode == 0 and "name: cnn" in shown.stdout
+    assert not (tmp_path / "outputs").exists() or not records.run_dirs(tmp_path / "outputs")
+    assert cli.split_hydra_flags(["a=1", "--cfg", "job", "-m", "b=2"]) == (["a=1", "b=2"],
+                                                                          ["--cfg", "job", "-m"])
