@@ -9,6 +9,7 @@ killed sweep continues where it stopped and every config has one record.
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
 import platform
@@ -87,23 +88,27 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def sweep_total() -> int | str:
+    """Runs in this job's sweep (from sweep.json, written by `confusion run`), or '?'."""
+    try:
+        return json.loads((Path(HydraConfig.get().sweep.dir) / "sweep.json").read_text())["total"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
 def progress_prefix() -> str:
-    """'[run 3/20] ' inside a sweep (total from the sweep's sweep.json), '' for a single run."""
+    """'[run 3/20] ' inside a sweep, '' for a single run."""
     if not is_multirun():
         return ""
-    hc = HydraConfig.get()
-    total = "?"
-    try:
-        import json
-
-        total = json.loads((Path(hc.sweep.dir) / "sweep.json").read_text())["total"]
-    except (OSError, ValueError, KeyError):
-        pass
-    return f"[run {hc.job.num + 1}/{total}] "
+    return f"[run {HydraConfig.get().job.num + 1}/{sweep_total()}] "
 
 
 def mark_finished(status: str) -> None:
-    """Append one line per finished run to the sweep's finished.log and print sweep progress."""
+    """Append one line per finished run to the sweep's finished.log and print sweep progress.
+
+    The log is shared by every job of the sweep, whichever process or node runs it; one short
+    O_APPEND write per job keeps the lines whole.
+    """
     if not is_multirun():
         return
     hc = HydraConfig.get()
@@ -111,9 +116,7 @@ def mark_finished(status: str) -> None:
     with open(log, "a") as f:
         f.write(f"{hc.job.num} {status}\n")
     done = len(log.read_text().splitlines())
-    prefix = progress_prefix()
-    total = prefix.split("/")[-1].rstrip("] ") if prefix else "?"
-    print(f"sweep progress: {done}/{total} runs finished", flush=True)
+    print(f"sweep progress: {done}/{sweep_total()} runs finished", flush=True)
 
 
 class RunRecorder:
