@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
 from .bench_probes import bench_probes, best_seconds
+from .cli import compose
 from .data import Data, augment_batch
 from .train import Trainer, resolve_device
 
@@ -65,15 +66,14 @@ def fake_mnist(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def trainer_for(model_cfg: dict, data: Data, device: torch.device, batch_size: int = 128,
                 probe: dict | None = None) -> Trainer:
-    cfg = OmegaConf.create({
-        "seed": 0, "tf32": True, "deterministic": False, "channels_last": True, "compile": False,
-        "eval_batch_size": 1000, "extra_probes": [], "model": model_cfg,
-        "optim": {"lr": 0.01, "batch_size": batch_size, "momentum": 0.0, "weight_decay": 0.0,
-                  "epochs": 1, "milestones": [], "gamma": 0.1, "full_batch": False,
-                  "max_steps": None},
-        "probe": {"mode": "minibatch_pairs", "pairs": 100, "batches": 20, "examples": 128,
-                  "batch_size": 128, "chunk_size": None, "bn_mode": "eval", "every": 1,
-                  "at_init": True, "augment": False, **(probe or {})}})
+    """A Trainer on the project's own default config (as `confusion run` composes it), with
+    ``model_cfg``, the batch size and ``probe`` settings merged in; non-deterministic cuDNN."""
+    cfg = compose([f"model={model_cfg['name']}", "probe=minibatch_pairs"])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    cfg = OmegaConf.merge(cfg, {"deterministic": False, "model": model_cfg,
+                                "optim": {"lr": 0.01, "batch_size": batch_size, "milestones": []},
+                                "probe": {"pairs": 100, "batch_size": 128, **(probe or {})}})
     return Trainer(cfg, data, device)
 
 
