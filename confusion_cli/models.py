@@ -176,7 +176,3 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
                     _get(cfg, "batch_norm", False), _get(cfg, "skip", False))
     init_weights(model, _get(cfg, "init", "gaussian"), activation, _get(cfg, "init_gain", 1.0))
     return model
-
-
-def num_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
