@@ -1,0 +1,90 @@
+"""The SGD loop's fast paths against the textbook loop: same weights, same records, bit for bit."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf, open_dict
+
+from confusion_cli import cli, data
+from confusion_cli.train import Trainer
+
+
+def trainer(*overrides: str) -> Trainer:
+    cfg = cli.compose(["dataset.train_size=200", "dataset.test_size=50", "optim.batch_size=32",
+                       "probe=minibatch_pairs", "probe.pairs=3", "probe.batch_size=16", *overrides])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return Trainer(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+
+
+def params(t: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in t.model.parameters()]
+
+
+def textbook_epoch(t: Trainer) -> tuple[float, float]:
+    """One epoch the plain way: same permutation, zero_grad / backward / optimizer.step per batch."""
+    t.model.train()
+    x, y, bs = t.data.x_train, t.data.y_train, t.batch_size
+    order = torch.randperm(x.shape[0], generator=t.generator)
+    losses, correct = [], 0
+    for i in range(t.steps_per_epoch):
+        idx = order[i * bs:(i + 1) * bs]
+        out = t.model(x[idx])
+        loss = F.cross_entropy(out, y[idx])
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.optimizer.step()
+        losses.append(loss.item())
+        correct += int((out.argmax(1) == y[idx]).sum())
+    t.scheduler.step()
+    return math.fsum(losses) / len(losses), correct / (t.steps_per_epoch * bs)
+
+
+def test_update_in_backward_is_torch_sgd_bit_for_bit():
+    """Plain SGD applied in backward = torch.optim.SGD's step, across an LR milestone."""
+    fast, plain = trainer("optim.milestones=[1]", "optim.gamma=0.1"), trainer("optim.milestones=[1]",
+                                                                              "optim.gamma=0.1")
+    assert fast.update_in_backward and plain.update_in_backward
+    for before_a, before_b in zip(params(fast), params(plain)):
+        assert torch.equal(before_a, before_b)
+    for epoch in range(2):
+        stats = fast.train_epoch()
+        loss, acc = textbook_epoch(plain)
+        assert fast.optimizer.param_groups[0]["lr"] == plain.optimizer.param_groups[0]["lr"]
+        for a, b in zip(params(fast), params(plain)):
+            assert torch.equal(a, b), f"epoch {epoch}: weights differ"
+        assert stats["train_loss"] == pytest.approx(loss, rel=1e-6)
+        assert stats["train_acc"] == pytest.approx(acc, abs=1e-12)
+    assert all(p.grad is None for p in fast.model.parameters())
+
+
+def test_momentum_and_weight_decay_take_the_optimizer_path():
+    t = trainer("optim.momentum=0.9", "optim.weight_decay=0.0005")
+    assert not t.update_in_backward
+    before = params(t)
+    t.train_epoch()
+    assert any(not torch.equal(a, b) for a, b in zip(before, params(t)))
+    assert t.optimizer.state  # momentum buffers: optimizer.step() ran
+
+
+@pytest.mark.parametrize("probe", ["minibatch_pairs", "all_pairs", "per_example"])
+def test_probing_never_updates_the_weights(probe):
+    """The probes' own backward passes run with the update hooks installed: weights stay put."""
+    t = trainer(f"probe={probe}", "probe.examples=8", "probe.batches=3")
+    t.train_epoch()
+    before = params(t)
+    scalars, _ = t.probe()
+    assert math.isfinite(scalars["min_cos"])
+    for a, b in zip(before, params(t)):
+        assert torch.equal(a, b)
+    assert all(p.grad is None for p in t.model.parameters())
+
+
+def test_max_steps_stops_mid_epoch_and_counts_only_steps_taken():
+    t = trainer("optim.max_steps=4")
+    stats = t.train_epoch()
+    assert t.step == 4 and math.isfinite(stats["train_loss"])
+    assert 0.0 <= stats["train_acc"] <= 1.0
+    assert OmegaConf.select(t.cfg, "optim.max_steps") == 4
