@@ -13,29 +13,34 @@ Machines here are noisy: ratios taken in one run are what to compare, not absolu
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
+import multiprocessing
 import resource
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import OmegaConf, open_dict
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
 from .bench_probes import bench_probes, best_seconds
-from .cli import compose
-from .data import Data, augment_batch
+from .cli import compose, sweep_values
+from .data import DATASETS, Data, augment_batch
 from .models import build_model
 from .train import Trainer, resolve_device
 
 CIFAR_STEPS_PER_EPOCH = 50_000 // 128
+MNIST_STEPS_PER_EPOCH = 60_000 // 128
 MNIST_MEAN_STD = ((0.1307,), (0.3081,))
 TRAIN_SPEEDUP_GOAL = 5.0  # the tool's loop vs the DataLoader loop, MNIST MLP on a CPU (issue goal)
 GPU_IMAGES_PER_S_GOAL = 20_000  # CNN-16-2 on CIFAR-10 on one GPU (issue goal)
+QUICK_DEPTH_HOURS_GOAL = 0.5  # the whole quick-scale depth sweep on one H100 (issue goal)
+MEMORY_BUDGET_MIB = 8192  # stated budget: CNN-100-2 BN+skip with CIFAR-10 on the device, step + probe
 PROBE_SHARE_GOAL = 0.6  # the paper's probe adds at most 60% to a CNN-16-2 epoch (issue goal)
 
 
@@ -85,6 +90,43 @@ def trainer_for(model_cfg: dict, data: Data, device: torch.device, batch_size: i
     return Trainer(cfg, data, device)
 
 
+def bench_mlp(device: torch.device, quick: bool) -> list[dict]:
+    """MNIST MLP 4x256: training throughput, the paper's probe vs an MNIST epoch, and the probe's
+    mini-batch gradients 16 at a time (probe.group=16, vmapped) vs one backward pass each."""
+    n = 2048 if quick else 20_000
+    throughput = bench_train_throughput(device, n)
+    images, labels = fake_mnist(n)
+    x = ((images.float() / 255 - MNIST_MEAN_STD[0][0]) / MNIST_MEAN_STD[1][0]).unsqueeze(1)
+    data = Data("mnist", x.to(device), labels.to(device), x[:0].to(device), labels[:0].to(device),
+                10, "classification", False)
+    pairs = 4 if quick else 20
+    trainer = trainer_for({"name": "mlp", "depth": 4, "width": 256}, data, device)
+    single = probe_seconds(trainer, device, pairs)
+    trainer.cfg.probe.group = 16
+    grouped = probe_seconds(trainer, device, pairs)
+    epoch = 128 / throughput["value"] * MNIST_STEPS_PER_EPOCH
+    return [throughput,
+            row("mlp4x256 probe(100 pairs) vs MNIST epoch", device, 100 * single,
+                "one epoch", epoch, lower_is_better=True, note="ratio = probe/epoch")
+            | {"ratio": 100 * single / epoch},
+            row("mlp4x256 probe pairs, group 16 vs 1", device, grouped, "group=1 (a backward each)",
+                single, note="ratio > 1: grouping is faster")]
+
+
+def bench_cnn_probe_group(device: torch.device, quick: bool, group: int = 8) -> dict:
+    """CNN-16-2: the probe's mini-batch gradients ``group`` at a time (vmapped) vs one backward pass
+    each (the default, probe.group=1)."""
+    data = cifar_like(device, 64 if quick else 512, size=8 if quick else 32)
+    trainer = trainer_for({"name": "cnn", "depth": 10 if quick else 16, "width": 2}, data, device,
+                          probe={"group": group, **({"batch_size": 16} if quick else {})})
+    pairs = group // 2
+    grouped = probe_seconds(trainer, device, pairs)
+    trainer.cfg.probe.group = 1
+    single = probe_seconds(trainer, device, pairs)
+    return row(f"cnn{trainer.cfg.model.depth}-2 probe pairs, group {group} vs 1", device, grouped,
+               "group=1 (a backward each)", single, note="ratio > 1: grouping is faster")
+
+
 def bench_train_throughput(device: torch.device, n: int, repeat: int = 3) -> dict:
     """MNIST MLP 4x256: the tool's epoch vs a plain DataLoader epoch (PIL + ToTensor + Normalize).
 
@@ -122,12 +164,12 @@ def bench_train_throughput(device: torch.device, n: int, repeat: int = 3) -> dic
                images_per_epoch / baseline, unit="images/s", goal=goal) | {"ratio": baseline / tool}
 
 
-def cifar_like(device: torch.device, n: int, size: int = 32) -> Data:
+def cifar_like(device: torch.device, n: int, size: int = 32, n_test: int = 0) -> Data:
     """Random tensors of CIFAR-10's shape: timing needs the shapes, not the pictures."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, size, size, generator=g)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return Data("cifar10", x.to(device), y.to(device), x[:0].to(device), y[:0].to(device), 10,
+    x = torch.randn(n + n_test, 3, size, size, generator=g)
+    y = torch.randint(0, 10, (n + n_test,), generator=g)
+    return Data("cifar10", x[:n].to(device), y[:n].to(device), x[n:].to(device), y[n:].to(device), 10,
                 "classification", True)
 
 
@@ -149,40 +191,93 @@ def probe_seconds(trainer: Trainer, device: torch.device, pairs: int) -> float:
     return best_seconds(trainer.probe, device, 1) / pairs
 
 
-def peak_memory(device: torch.device, fn: Callable[[], object]) -> tuple[float, str]:
-    """Peak memory of ``fn`` in MiB: CUDA max allocated, or the process's max RSS on a CPU."""
+def _peak_rss_child(queue, depth: int, n_train: int, n_test: int) -> None:
+    queue.put(_memory_case(torch.device("cpu"), depth, n_train, n_test)[0])
+
+
+def _memory_case(device: torch.device, depth: int, n_train: int, n_test: int) -> tuple[float, str]:
+    """Peak memory (MiB) of CIFAR-10-sized tensors on ``device``, one SGD step and a probe of
+    CNN-``depth``-2 with BN and skips: CUDA max allocated, or this process's max RSS on a CPU."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        fn()
+    data = cifar_like(device, n_train, n_test=n_test)
+    trainer = trainer_for({"name": "cnn", "depth": depth, "width": 2, "batch_norm": True, "skip": True},
+                          data, device, probe={"pairs": 2})
+    idx = torch.arange(128, device=device)
+    trainer._sgd_step(data.x_train[idx], data.y_train[idx])
+    trainer.probe()
+    chunk = trainer.cfg.eval_batch_size  # evaluation holds one chunk of the test set at a time
+    trainer.evaluate(data.x_test[:chunk], data.y_test[:chunk])
+    if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    fn()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "max_rss"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "max_rss (fresh process)"
+
+
+def peak_memory(device: torch.device, depth: int, n_train: int, n_test: int) -> tuple[float, str]:
+    """_memory_case, on a CPU in a fresh process so that the max RSS is this case's alone (the
+    Python and PyTorch runtime included)."""
+    if device.type == "cuda":
+        return _memory_case(device, depth, n_train, n_test)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_peak_rss_child, args=(queue, depth, n_train, n_test))
+    child.start()
+    mib = queue.get()
+    child.join()
+    return mib, "max_rss (fresh process)"
+
+
+Arch = tuple[int, int, bool, bool]  # CNN depth, width, batch_norm, skip
+
+
+def sweep_plan(sweep: str, scale: str) -> tuple[DictConfig, list[Arch]]:
+    """The config `confusion run +sweep=SWEEP scale=SCALE` composes, and the architecture of each of
+    its runs (the sweep's own grid, expanded as Hydra expands it)."""
+    cfg = compose([f"+sweep={sweep}", f"scale={scale}"])
+    axes = {key: [yaml.safe_load(v) for v in sweep_values(f"{key}={value}")]
+            for key, value in cfg.hydra.sweeper.params.items()}
+    archs = []
+    for combo in itertools.product(*axes.values()):
+        run = dict(zip(axes, combo))
+        model = {k: run.get(f"model.{k}", cfg.model[k]) for k in ("depth", "width", "batch_norm", "skip")}
+        archs.append((model["depth"], model["width"], model["batch_norm"], model["skip"]))
+    return cfg, archs
+
+
+def sweep_seconds(cfg: DictConfig, archs: list[Arch], timings: dict[Arch, tuple[float, float]]) -> float:
+    """Estimated device-seconds of a sweep: per run, epochs x steps x step time plus every probe
+    event's pairs x pair time (evaluation and I/O left out)."""
+    spec = DATASETS[cfg.dataset.name]
+    steps = (cfg.dataset.train_size or spec.sizes[0]) // cfg.optim.batch_size
+    epochs = cfg.optim.epochs
+    probes = epochs // cfg.probe.every + int(cfg.probe.at_init) + int(epochs % cfg.probe.every != 0)
+    return sum(epochs * steps * timings[a][0] + probes * cfg.probe.pairs * timings[a][1] for a in archs)
 
 
 def bench_cnn(device: torch.device, quick: bool) -> list[dict]:
-    """CNN-16-2 step, probe and the paper-sweep estimates; CNN-100-2 BN+skip peak memory."""
+    """CNN-16-2 step and probe; device-hours of the paper's sweeps (and the quick depth sweep)
+    from the step and probe-pair times of every architecture they train; peak memory of the
+    largest paper model."""
     rows = []
-    steps = 3 if quick else (20 if device.type == "cuda" else 2)
-    pairs = 2 if quick else (20 if device.type == "cuda" else 1)
-    data = cifar_like(device, 64 if quick else 512, 8 if quick else 32)
-    per_arch: dict[tuple, float] = {}
-    archs = {("cnn", 10, 1, False, False)} if quick else {
-        ("cnn", d, 2, False, False) for d in (16, 22, 28, 34, 40)} | {
-        ("cnn", 16, w, False, False) for w in (3, 4, 5, 6)} | {
-        ("cnn", d, 2, bn, skip) for d in (16, 28, 40, 52, 76, 100)
-        for bn in (False, True) for skip in (False, True)}
-    for name, depth, width, bn, skip in sorted(archs):
-        trainer = trainer_for({"name": name, "depth": depth, "width": width, "batch_norm": bn,
-                               "skip": skip}, data, device, batch_size=16 if quick else 128,
+    gpu = device.type == "cuda"
+    steps = 3 if quick else (20 if gpu else 2)
+    pairs = 2 if quick else (20 if gpu else 1)
+    data = cifar_like(device, 64 if quick else 512, size=8 if quick else 32)
+    planned = [("depth", "smoke")] if quick else [("depth", "paper"), ("width", "paper"),
+                                                  ("bn_skip", "paper"), ("depth", "quick")]
+    plans = {(sweep, scale): sweep_plan(sweep, scale) for sweep, scale in planned}
+    timings: dict[Arch, tuple[float, float]] = {}
+    for depth, width, bn, skip in sorted({a for _, archs in plans.values() for a in archs}):
+        trainer = trainer_for({"name": "cnn", "depth": depth, "width": width, "batch_norm": bn, "skip": skip},
+                              data, device, batch_size=16 if quick else 128,
                               probe={"batch_size": 16} if quick else None)
         step = step_seconds(trainer, device, steps)
         pair = probe_seconds(trainer, device, pairs)
-        epoch = step * CIFAR_STEPS_PER_EPOCH
+        timings[(depth, width, bn, skip)] = step, pair
         print(f"  cnn{depth}-{width} bn={bn} skip={skip}: step {step:.3g} s, probe pair "
               f"{pair:.3g} s", flush=True)
-        per_arch[(depth, width, bn, skip)] = epoch + 100 * pair
-        if (depth, width, bn, skip) in ((16, 2, False, False), (10, 1, False, False)):
-            gpu = device.type == "cuda"
+        if (depth, width, bn, skip) == ((10 if quick else 16), 2, False, False):
+            epoch = step * CIFAR_STEPS_PER_EPOCH
             rows.append(row(f"cnn{depth}-{width} train_throughput (est.)", device, 128 / step,
                             "GPU goal" if gpu else "-", GPU_IMAGES_PER_S_GOAL if gpu else math.nan,
                             unit="images/s", goal=1.0 if gpu else math.nan,
@@ -191,32 +286,28 @@ def bench_cnn(device: torch.device, quick: bool) -> list[dict]:
             rows.append(row(f"cnn{depth}-{width} probe(100 pairs) vs epoch", device, 100 * pair, "one epoch",
                             epoch, goal=PROBE_SHARE_GOAL, lower_is_better=True, note="ratio = probe/epoch")
                         | {"ratio": 100 * pair / epoch})
-    if not quick:
-        trainer = trainer_for({"name": "cnn", "depth": 100, "width": 2, "batch_norm": True,
-                               "skip": True}, data, device, probe={"pairs": 2})
-        idx = torch.arange(128, device=device)
-        mib, kind = peak_memory(device, lambda: (trainer._sgd_step(data.x_train[idx],
-                                                                   data.y_train[idx]),
-                                                 trainer.probe()))
-        rows.append(row("cnn100-2 bn+skip peak memory (step+probe)", device, mib, kind, math.nan,
-                        unit="MiB") | {"ratio": math.nan})
-        seeds, lrs, epochs = 5, 5, 200
-        sweeps = {"depth": [(d, 2, False, False) for d in (16, 22, 28, 34, 40)],
-                  "width": [(16, w, False, False) for w in (2, 3, 4, 5, 6)],
-                  "bn_skip": [(d, 2, bn, sk) for d in (16, 28, 40, 52, 76, 100)
-                              for bn in (False, True) for sk in (False, True)]}
-        for sweep, keys in sweeps.items():
-            hours = sum(per_arch[k] for k in keys) * epochs * seeds * lrs / 3600
-            rows.append(row(f"paper sweep {sweep}: {len(keys) * seeds * lrs} runs", device, hours,
-                            "-", math.nan, unit=f"{device.type}-hours") | {"ratio": math.nan})
+    for (sweep, scale), (cfg, archs) in plans.items():
+        hours = sweep_seconds(cfg, archs, timings) / 3600
+        has_goal = gpu and (sweep, scale) == ("depth", "quick")
+        goal = QUICK_DEPTH_HOURS_GOAL if has_goal else math.nan
+        rows.append(row(f"{scale} sweep {sweep}: {len(archs)} runs (est.)", device, hours,
+                        "GPU goal" if has_goal else "-", goal, unit=f"{device.type}-hours",
+                        goal=1.0 if has_goal else math.nan, lower_is_better=True)
+                    | {"ratio": hours / goal})
+    depth = 10 if quick else 100
+    mib, kind = peak_memory(device, depth, 256 if quick else 50_000, 64 if quick else 10_000)
+    rows.append(row(f"cnn{depth}-2 bn+skip peak memory (CIFAR-10 data + step + probe)", device, mib,
+                    kind, MEMORY_BUDGET_MIB, unit="MiB", goal=1.0, lower_is_better=True,
+                    note="ratio = peak/budget") | {"ratio": mib / MEMORY_BUDGET_MIB})
     return rows
 
 
 def run_all(device: torch.device, quick: bool) -> pd.DataFrame:
-    rows = [bench_train_throughput(device, 2048 if quick else 20_000)]
+    rows = bench_mlp(device, quick)
     rows += [row(r["name"], device, r["seconds"], r["baseline"], r["baseline_seconds"], goal=r["goal"])
              for r in bench_probes(device, quick)]
     rows += bench_cnn(device, quick)
+    rows.append(bench_cnn_probe_group(device, quick))
     return pd.DataFrame(rows)
 
 

@@ -52,11 +52,18 @@ def _is_sweep_override(text: str) -> bool:
     return OverridesParser.create().parse_overrides([text])[0].is_sweep_override()
 
 
-def _sweep_size(text: str) -> int:
+def sweep_values(text: str) -> list[str]:
+    """The values of one override 'key=v1,v2,...' (or 'key=range(...)'), as Hydra expands them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     override = OverridesParser.create().parse_overrides([text])[0]
-    return len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [text.split("=", 1)[1]]
+
+
+def _sweep_size(text: str) -> int:
+    return len(sweep_values(text))
 
 
 def compose(overrides: list[str]):
@@ -108,6 +115,9 @@ def validate(cfg) -> None:
     for key in ("pairs", "batches", "examples", "batch_size", "every"):
         if not isinstance(cfg.probe[key], int) or cfg.probe[key] < 1:
             raise ConfusionError(f"probe.{key} must be a positive integer, got {cfg.probe[key]}")
+    group = cfg.probe.get("group", 1)
+    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
+        raise ConfusionError(f"probe.group must be a positive integer, got {group}")
     _check_writable(Path(cfg.records_root))
 
 

@@ -1,8 +1,10 @@
-"""`make bench` in miniature: every row is produced, ratios are finite, the CSV is written."""
+"""`make bench` in miniature: every row is produced, ratios are finite, the CSV is written;
+the sweep estimates come from the sweeps' own configs."""
 
 import math
 
 import pandas as pd
+import pytest
 
 from confusion_cli import bench
 
@@ -11,10 +13,35 @@ def test_quick_bench_writes_its_table(tmp_path, capsys):
     assert bench.main(["--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     table = pd.read_csv(tmp_path / "bench_cpu.csv")
     names = " ".join(table["name"])
-    for part in ("train_throughput", "per-example gram", "probe(100 pairs) vs epoch"):
+    for part in ("train_throughput", "per-example gram", "probe(100 pairs) vs epoch", "group 16 vs 1",
+                 "group 8 vs 1", "smoke sweep depth: 2 runs", "peak memory"):
         assert part in names
     gram = table[table["name"].str.contains("per-example gram")]
     assert set(gram["baseline"]) == {"naive loop", "torch.func vmap (chunks of 32)", "one SGD step"}
     assert all(math.isfinite(r) and r > 0 for r in gram["ratio"])
     assert (table["device"] == "cpu").all()
+    train = table[table["name"].str.startswith("train_throughput")].iloc[0]
+    assert train["goal"] == bench.TRAIN_SPEEDUP_GOAL and train["value"] > train["baseline_value"] > 0
+    assert train["goal_met"] == (train["ratio"] >= bench.TRAIN_SPEEDUP_GOAL)
+    memory = table[table["name"].str.contains("peak memory")].iloc[0]
+    assert 0 < memory["value"] < bench.MEMORY_BUDGET_MIB and bool(memory["goal_met"])  # lower is better
     assert "bench_cpu.csv" in capsys.readouterr().out
+
+
+def test_sweep_plans_follow_the_sweep_configs():
+    cfg, archs = bench.sweep_plan("bn_skip", "paper")
+    assert len(archs) == 5 * 2 * 2 * 6 * 5  # seeds x BN x skip x depths x LRs
+    assert (100, 2, True, True) in archs and (16, 2, False, False) in archs
+    cfg_q, archs_q = bench.sweep_plan("depth", "quick")
+    assert sorted({a[0] for a in archs_q}) == [16, 22, 28, 34, 40] and len(archs_q) == 2 * 5 * 2
+    assert cfg_q.optim.epochs < cfg.optim.epochs
+
+
+def test_sweep_seconds_counts_steps_and_probe_events():
+    cfg, archs = bench.sweep_plan("width", "quick")
+    steps = 50_000 // cfg.optim.batch_size
+    timings = {a: (1.0, 0.0) for a in archs}
+    assert bench.sweep_seconds(cfg, archs, timings) == pytest.approx(len(archs) * cfg.optim.epochs * steps)
+    timings = {a: (0.0, 1.0) for a in archs}  # probe at init and after every epoch
+    assert bench.sweep_seconds(cfg, archs, timings) == pytest.approx(
+        len(archs) * (cfg.optim.epochs + 1) * cfg.probe.pairs)

@@ -66,6 +66,7 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
     (["run", "dataset=cifar10"], "confusion data cifar10"),
     (["run", "records_root=/proc/forbidden"], "records_root=PATH"),
     (["run", "probe.batch_size=5000"], "probe.batch_size"),
+    (["run", "probe.group=0"], "probe.group must be a positive integer"),
     (["plot", "nowhere"], "no such directory"),
     (["plot", "."], "no run records"),
     (["frobnicate"], "unknown command"),

@@ -189,6 +189,43 @@ def test_minibatch_pair_stats_matches_a_plain_loop():
     assert stats["n_pairs"] == 3 and stats["min_cos"] == pytest.approx(cos.min().item(), rel=RTOL)
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet_bn"])
+@pytest.mark.parametrize("group", [2, 3, 4, 16])
+def test_grouped_minibatch_gradients_match_a_plain_loop(name, group, monkeypatch):
+    """vmap over groups of mini-batches = one backward pass per mini-batch (conv, BN, skip too)."""
+    from confusion_cli.probes import pairs
+
+    calls = []
+    vmapped = pairs.vmap_batch_gradients
+    monkeypatch.setattr(pairs, "vmap_batch_gradients", lambda *a: calls.append(a[2].shape) or vmapped(*a))
+    model, loss_fn, x, y = build(name, batch=7 * 4)
+    batches = [(x[i * 4:(i + 1) * 4], y[i * 4:(i + 1) * 4]) for i in range(7)]
+    grads = loop_gradients(model, loss_fn, batches)
+    a, b = grads[0:6:2], grads[1:6:2]
+    stats = probes.minibatch_pair_stats(model, loss_fn, list(zip(batches[0:6:2], batches[1:6:2])),
+                                        group=group)
+    assert_close(stats["inner"], (a * b).sum(1))
+    assert_close(stats["cos"], (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)))
+    rows, cols = torch.triu_indices(7, 7, offset=1)
+    all_pairs = probes.all_pairs_stats(model, loss_fn, batches, chunk_size=5, group=group)
+    assert_close(all_pairs["inner"], (grads[rows] * grads[cols]).sum(1))
+    sizes = [shape[0] for shape in calls]  # the vmapped path ran, in groups of at most `group`
+    assert sizes and max(sizes) >= 2 and max(sizes) <= group
+
+
+def test_group_size_budget_and_errors(monkeypatch):
+    from confusion_cli.probes import pairs
+
+    assert pairs.group_size(build("mlp")[0], 5) == 5
+    assert pairs.group_size(build("cnn")[0], 1) == 1
+    big = nn.Linear(1000, 1000)  # 4 MB of float32 gradient
+    monkeypatch.setattr(pairs, "GRADIENT_BUDGET_BYTES", 3 * 4 * (1000 * 1000 + 1000))
+    assert pairs.group_size(big, 16) == 3
+    for bad in (0, -2, "auto", True):
+        with pytest.raises(ConfusionError, match="probe.group"):
+            pairs.group_size(big, bad)
+
+
 @pytest.mark.parametrize("chunk_size", [None, 1, 2, 4])
 def test_all_pairs_stats_matches_a_plain_loop(chunk_size):
     model, loss_fn, batches = minibatches(5)

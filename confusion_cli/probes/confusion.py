@@ -9,6 +9,7 @@
   NTK up to loss-derivative weights).
 Each mini-batch (and the per-example set) is drawn uniformly without replacement within itself,
 independently of the others, using only ``generator``; the global RNG is never touched.
+``cfg.group``: mini-batch gradients computed per vmapped call (1: a backward pass each; pairs.group_size).
 """
 
 from __future__ import annotations
@@ -56,13 +57,14 @@ def confusion_probe(model: nn.Module, loss_fn: LossFn, x_train: torch.Tensor, y_
         x = x_train[index]
         return (x if augment is None else augment(x)), y_train[index]
 
+    group = cfg.get("group", 1)
     if cfg.mode == "minibatch_pairs":
         stats = minibatch_pair_stats(model, loss_fn,
                                      [(batch(cfg.batch_size), batch(cfg.batch_size))
-                                      for _ in range(cfg.pairs)])
+                                      for _ in range(cfg.pairs)], group)
     elif cfg.mode == "all_pairs":
         stats = all_pairs_stats(model, loss_fn, [batch(cfg.batch_size) for _ in range(cfg.batches)],
-                                chunk_size=cfg.chunk_size)
+                                chunk_size=cfg.chunk_size, group=group)
     elif cfg.mode == "per_example":
         x, y = batch(cfg.examples)
         gram = per_example_gram(model, loss_fn, x, y, chunk_size=cfg.chunk_size).double()
