@@ -88,3 +88,18 @@ def test_max_steps_stops_mid_epoch_and_counts_only_steps_taken():
     assert t.step == 4 and math.isfinite(stats["train_loss"])
     assert 0.0 <= stats["train_acc"] <= 1.0
     assert OmegaConf.select(t.cfg, "optim.max_steps") == 4
+
+
+def test_an_epoch_reads_back_to_the_host_once_not_per_step(monkeypatch):
+    """No host-device synchronisation per step: the reads back do not grow with the steps."""
+    short, long = trainer("optim.batch_size=100"), trainer("optim.batch_size=10")
+    assert (short.steps_per_epoch, long.steps_per_epoch) == (2, 20)
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k:
+                            reads.append(_n) or _o(self, *a, **k))
+    short.train_epoch()
+    short_reads, reads[:] = list(reads), []
+    long.train_epoch()
+    assert reads == short_reads and len(reads) <= 2, reads
