@@ -42,9 +42,13 @@ def group_size(model: nn.Module, group: int) -> int:
     if not isinstance(group, int) or isinstance(group, bool) or group < 1:
         raise ConfusionError(f"probe.group must be a positive integer, got {group}: 1 computes one "
                              "mini-batch gradient per backward pass, N > 1 vmaps N at a time")
+    return max(1, min(group, GRADIENT_BUDGET_BYTES // gradient_bytes(model)))
+
+
+def gradient_bytes(model: nn.Module) -> int:
+    """Bytes of one flat gradient of ``model``'s trainable parameters."""
     params = trainable(model)
-    bytes_per_gradient = sum(p.numel() for p in params) * params[0].element_size()
-    return max(1, min(group, GRADIENT_BUDGET_BYTES // bytes_per_gradient))
+    return sum(p.numel() for p in params) * params[0].element_size()
 
 
 def minibatch_gradients(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch],
@@ -92,9 +96,7 @@ def minibatch_gram(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch],
     """
     with eval_mode(model):
         if chunk_size is None:
-            params = trainable(model)
-            bytes_per_gradient = sum(p.numel() for p in params) * params[0].element_size()
-            chunk_size = max(1, GRADIENT_BUDGET_BYTES // bytes_per_gradient)
+            chunk_size = max(1, GRADIENT_BUDGET_BYTES // gradient_bytes(model))
         size = group_size(model, group)
         return blocked_gram(lambda start, end: minibatch_gradients(model, loss_fn, batches[start:end], size),
                             len(batches), chunk_size)
