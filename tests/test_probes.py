@@ -63,6 +63,17 @@ def randomise_batch_norms(model: nn.Module, generator: torch.Generator) -> None:
             assert module.weight.shape == (size,)
 
 
+class TwoBranch(nn.Module):
+    """The first layer called is not upstream of every other: lin2 reads the input too."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin1, self.lin2, self.head = nn.Linear(12, 6), nn.Linear(12, 6), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.lin1(x)) + self.lin2(x))
+
+
 def mlp(bias: bool = True, activation=nn.ReLU) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 9, bias=bias), activation(),
                          nn.Linear(9, 7, bias=bias), activation(), nn.Linear(7, 4, bias=bias))
@@ -82,6 +93,7 @@ MODELS = {
                                   nn.ReLU(inplace=True), nn.Conv2d(5, 3, 2, dilation=2, padding=2),
                                   nn.Tanh(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)), (2, 9, 9), 4),
     "resnet_bn": (ResNet, (3, 8, 8), 5),
+    "two_branch": (TwoBranch, (12,), 3),
 }
 
 

@@ -179,7 +179,14 @@ def hooked_pass(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Ten
     try:
         inputs = x.detach().requires_grad_()
         loss = loss_fn(model(inputs), y) * x.shape[0]  # sum of the per-example losses
-        torch.autograd.grad(loss, inputs)  # output gradients only: no parameter gradient is formed
+        # Output gradients only, no weight gradient: the backward runs down to the first layer's
+        # bias when it has one (its gradient is a sum; the first layer's input gradient, a
+        # matrix product as large as the layer, is never formed), else down to the input.
+        first_bias = getattr(captured[0].module, "bias", None) if captured else None
+        if isinstance(first_bias, nn.Parameter) and first_bias.requires_grad:
+            torch.autograd.grad(loss, first_bias, retain_graph=True)
+        if any(c.output_grad is None for c in captured):  # a layer not downstream of the first
+            torch.autograd.grad(loss, inputs)
     finally:
         for handle in handles:
             handle.remove()
