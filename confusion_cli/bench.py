@@ -1,12 +1,18 @@
 """`make bench`: speed and memory of the tool, each as a ratio against a baseline timed in the same run.
 
-Rows (written to OUT/bench.csv and printed as a table, with the device they came from):
-- train_throughput: images/s of the tool's loop (device-resident tensors, index sampling) vs a
-  torchvision DataLoader + per-image transforms loop, same model and data;
-- probe_vs_epoch: the paper's probe (100 pairs of mini-batches of 128) vs one training epoch;
+Rows (written to OUT/bench_<device>.csv and printed as a table, with the device they came from;
+``goal`` is the ratio aimed at and ``goal_met`` says whether this run met it):
+- train_throughput: images/s of the tool's loop (device-resident tensors, index sampling, batched
+  augmentation) vs a torchvision DataLoader + per-image transforms loop, same model and images:
+  MNIST MLP 4x256 (goal on a CPU: 5x) and CIFAR-10 CNN-16-2 with crop + flip (goal on a GPU:
+  20,000 images/s);
+- the paper's probe (100 pairs of mini-batches of 128) vs one training epoch (goal: at most 60%
+  of a CNN-16-2 epoch), and the probe's mini-batch gradients grouped (probe.group) vs one each;
 - per-example Gram vs the naive loop, vs torch.func vmap and vs one SGD step (bench_probes);
-- peak memory of a training step and a probe for the largest paper model (CNN-100-2, BN+skip);
-- sweep_hours: an estimate of device-hours for each paper-scale sweep from measured step times.
+- device-hours of each paper-scale sweep and of the quick depth sweep (goal on a GPU: half an
+  hour), from the measured step and probe times of every architecture they train;
+- peak memory of the largest paper model (CNN-100-2, BN+skip) with CIFAR-10-sized data, a step
+  and a probe, against MEMORY_BUDGET_MIB.
 Machines here are noisy: ratios taken in one run are what to compare, not absolute seconds.
 """
 
@@ -16,6 +22,7 @@ import argparse
 import itertools
 import math
 import multiprocessing
+import os
 import resource
 from pathlib import Path
 
@@ -36,7 +43,6 @@ from .train import Trainer, resolve_device
 
 CIFAR_STEPS_PER_EPOCH = 50_000 // 128
 MNIST_STEPS_PER_EPOCH = 60_000 // 128
-MNIST_MEAN_STD = ((0.1307,), (0.3081,))
 TRAIN_SPEEDUP_GOAL = 5.0  # the tool's loop vs the DataLoader loop, MNIST MLP on a CPU (issue goal)
 GPU_IMAGES_PER_S_GOAL = 20_000  # CNN-16-2 on CIFAR-10 on one GPU (issue goal)
 QUICK_DEPTH_HOURS_GOAL = 0.5  # the whole quick-scale depth sweep on one H100 (issue goal)
@@ -56,25 +62,39 @@ def row(name: str, device: torch.device, seconds: float, baseline: str, baseline
             "lower_is_better": lower_is_better, **extra}
 
 
-class MNISTLike(VisionDataset):
-    """torchvision's MNIST item path (uint8 array -> PIL image -> transforms), on given arrays."""
+class ArrayImages(VisionDataset):
+    """torchvision's MNIST / CIFAR item path (uint8 array -> PIL image -> transforms) on arrays."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
         super().__init__(root="", transform=transform)
-        self.images, self.labels = images, labels
+        self.images, self.labels = images.numpy(), labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        img = Image.fromarray(self.images[i].numpy(), mode="L")
-        return self.transform(img), int(self.labels[i])
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def fake_mnist(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def fake_images(n: int, shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images as torchvision stores them, (N, H, W) or (N, H, W, C), and labels in 0..9."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g),
+    return (torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g),
             torch.randint(0, 10, (n,), generator=g))
+
+
+def _mean_std(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return DATASETS[dataset].mean, DATASETS[dataset].std
+
+
+def device_data(images: torch.Tensor, labels: torch.Tensor, mean_std: tuple, augment: bool,
+                device: torch.device) -> Data:
+    """The tool's view of uint8 ``images``: normalised float32 (N, C, H, W) on ``device``."""
+    x = images.float().div(255)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
+    mean, std = (torch.tensor(v).view(-1, 1, 1) for v in mean_std)
+    x = ((x - mean) / std).to(device)
+    return Data("bench", x, labels.to(device), x[:0], labels[:0].to(device), 10, "classification", augment)
 
 
 def trainer_for(model_cfg: dict, data: Data, device: torch.device, batch_size: int = 128,
@@ -93,14 +113,11 @@ def trainer_for(model_cfg: dict, data: Data, device: torch.device, batch_size: i
 def bench_mlp(device: torch.device, quick: bool) -> list[dict]:
     """MNIST MLP 4x256: training throughput, the paper's probe vs an MNIST epoch, and the probe's
     mini-batch gradients 16 at a time (probe.group=16, vmapped) vs one backward pass each."""
-    n = 2048 if quick else 20_000
-    throughput = bench_train_throughput(device, n)
-    images, labels = fake_mnist(n)
-    x = ((images.float() / 255 - MNIST_MEAN_STD[0][0]) / MNIST_MEAN_STD[1][0]).unsqueeze(1)
-    data = Data("mnist", x.to(device), labels.to(device), x[:0].to(device), labels[:0].to(device),
-                10, "classification", False)
+    images, labels = fake_images(2048 if quick else 20_000, (28, 28))
+    throughput, trainer = bench_train_throughput(device, "mnist mlp4x256", {"name": "mlp", "depth": 4,
+                                                 "width": 256}, images, labels, _mean_std("mnist"))
+    throughput["goal"] = TRAIN_SPEEDUP_GOAL if device.type == "cpu" else math.nan
     pairs = 4 if quick else 20
-    trainer = trainer_for({"name": "mlp", "depth": 4, "width": 256}, data, device)
     single = probe_seconds(trainer, device, pairs)
     trainer.cfg.probe.group = 16
     grouped = probe_seconds(trainer, device, pairs)
@@ -111,6 +128,25 @@ def bench_mlp(device: torch.device, quick: bool) -> list[dict]:
             | {"ratio": 100 * single / epoch},
             row("mlp4x256 probe pairs, group 16 vs 1", device, grouped, "group=1 (a backward each)",
                 single, note="ratio > 1: grouping is faster")]
+
+
+def bench_cnn_throughput(device: torch.device, quick: bool) -> list[dict]:
+    """CIFAR-10 CNN-16-2 with crop + flip augmentation: the tool's epoch vs a DataLoader epoch
+    (RandomCrop(padding=4) + RandomHorizontalFlip + ToTensor + Normalize per image), and on a GPU
+    the tool's images/s against the goal."""
+    gpu = device.type == "cuda"
+    size = 8 if quick else 32
+    images, labels = fake_images(256 if quick else (10_000 if gpu else 512), (size, size, 3))
+    depth = 10 if quick else 16
+    throughput, _ = bench_train_throughput(
+        device, f"cifar10 cnn{depth}-2, crop+flip", {"name": "cnn", "depth": depth, "width": 2},
+        images, labels, _mean_std("cifar10"), augment=True, repeat=1 if gpu or quick else 2)
+    rows = [throughput]
+    if gpu:
+        rows.append(row(f"cnn{depth}-2 training images/s vs goal", device, throughput["value"],
+                        "GPU goal", GPU_IMAGES_PER_S_GOAL, unit="images/s", goal=1.0,
+                        note="ratio = tool/goal") | {"ratio": throughput["value"] / GPU_IMAGES_PER_S_GOAL})
+    return rows
 
 
 def bench_cnn_probe_group(device: torch.device, quick: bool, group: int = 8) -> dict:
@@ -127,23 +163,29 @@ def bench_cnn_probe_group(device: torch.device, quick: bool, group: int = 8) -> 
                "group=1 (a backward each)", single, note="ratio > 1: grouping is faster")
 
 
-def bench_train_throughput(device: torch.device, n: int, repeat: int = 3) -> dict:
-    """MNIST MLP 4x256: the tool's epoch vs a plain DataLoader epoch (PIL + ToTensor + Normalize).
+def bench_train_throughput(device: torch.device, name: str, model_cfg: dict, images: torch.Tensor,
+                           labels: torch.Tensor, mean_std: tuple, augment: bool = False,
+                           repeat: int = 3) -> tuple[dict, Trainer]:
+    """The tool's training epoch vs a plain torchvision DataLoader epoch on the same uint8 images.
 
-    The baseline is the textbook loop: its own copy of the model (same config and seed) and a
-    plain torch.optim.SGD with zero_grad / backward / step; both are timed best of ``repeat``.
+    The baseline is the textbook loop: torchvision's per-image path (PIL image, the transforms,
+    with RandomCrop(padding=4) + RandomHorizontalFlip when ``augment``), a DataLoader of batch
+    128 (no worker processes on a CPU, where they would take the cores the step uses; on a GPU
+    up to 8, with pinned memory), its own copy of the model (same config and seed) and a plain
+    torch.optim.SGD with zero_grad / backward / step. Both are timed best of ``repeat`` epochs.
+    Returns the row (ratio = tool images/s over the baseline's) and the tool's Trainer.
     """
-    images, labels = fake_mnist(n)
-    mean, std = MNIST_MEAN_STD
-    x = ((images.float() / 255 - mean[0]) / std[0]).unsqueeze(1)
-    data = Data("mnist", x.to(device), labels.to(device), x[:0].to(device), labels[:0].to(device),
-                10, "classification", False)
-    trainer = trainer_for({"name": "mlp", "depth": 4, "width": 256}, data, device)
+    data = device_data(images, labels, mean_std, augment, device)
+    trainer = trainer_for(model_cfg, data, device)
     tool = best_seconds(trainer.train_epoch, device, repeat)
 
-    loader = DataLoader(MNISTLike(images, labels, transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize(mean, std)])), batch_size=128, shuffle=True,
-        drop_last=True, num_workers=0)
+    size = images.shape[1]
+    per_image = [transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip()] if augment else []
+    gpu = device.type == "cuda"
+    loader = DataLoader(ArrayImages(images, labels, transforms.Compose(
+        [*per_image, transforms.ToTensor(), transforms.Normalize(*mean_std)])), batch_size=128,
+        shuffle=True, drop_last=True, num_workers=min(8, os.cpu_count() or 1) if gpu else 0,
+        pin_memory=gpu, persistent_workers=gpu)
     torch.manual_seed(trainer.cfg.seed)
     model = build_model(trainer.cfg.model, data.input_shape, data.num_classes).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=trainer.cfg.optim.lr)
@@ -158,10 +200,9 @@ def bench_train_throughput(device: torch.device, n: int, repeat: int = 3) -> dic
             opt.step()
 
     baseline = best_seconds(dataloader_epoch, device, repeat)
-    images_per_epoch = (n // 128) * 128
-    goal = TRAIN_SPEEDUP_GOAL if device.type == "cpu" else math.nan
-    return row("train_throughput mnist mlp4x256", device, images_per_epoch / tool, "DataLoader+transforms",
-               images_per_epoch / baseline, unit="images/s", goal=goal) | {"ratio": baseline / tool}
+    images_per_epoch = (len(labels) // 128) * 128
+    return row(f"train_throughput {name}", device, images_per_epoch / tool, "DataLoader+transforms",
+               images_per_epoch / baseline, unit="images/s") | {"ratio": baseline / tool}, trainer
 
 
 def cifar_like(device: torch.device, n: int, size: int = 32, n_test: int = 0) -> Data:
@@ -278,11 +319,6 @@ def bench_cnn(device: torch.device, quick: bool) -> list[dict]:
               f"{pair:.3g} s", flush=True)
         if (depth, width, bn, skip) == ((10 if quick else 16), 2, False, False):
             epoch = step * CIFAR_STEPS_PER_EPOCH
-            rows.append(row(f"cnn{depth}-{width} train_throughput (est.)", device, 128 / step,
-                            "GPU goal" if gpu else "-", GPU_IMAGES_PER_S_GOAL if gpu else math.nan,
-                            unit="images/s", goal=1.0 if gpu else math.nan,
-                            note="ratio = tool/goal" if gpu else "")
-                        | {"ratio": 128 / step / GPU_IMAGES_PER_S_GOAL if gpu else math.nan})
             rows.append(row(f"cnn{depth}-{width} probe(100 pairs) vs epoch", device, 100 * pair, "one epoch",
                             epoch, goal=PROBE_SHARE_GOAL, lower_is_better=True, note="ratio = probe/epoch")
                         | {"ratio": 100 * pair / epoch})
@@ -303,7 +339,7 @@ def bench_cnn(device: torch.device, quick: bool) -> list[dict]:
 
 
 def run_all(device: torch.device, quick: bool) -> pd.DataFrame:
-    rows = bench_mlp(device, quick)
+    rows = bench_mlp(device, quick) + bench_cnn_throughput(device, quick)
     rows += [row(r["name"], device, r["seconds"], r["baseline"], r["baseline_seconds"], goal=r["goal"])
              for r in bench_probes(device, quick)]
     rows += bench_cnn(device, quick)

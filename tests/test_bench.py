@@ -13,14 +13,17 @@ def test_quick_bench_writes_its_table(tmp_path, capsys):
     assert bench.main(["--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     table = pd.read_csv(tmp_path / "bench_cpu.csv")
     names = " ".join(table["name"])
-    for part in ("train_throughput", "per-example gram", "probe(100 pairs) vs epoch", "group 16 vs 1",
-                 "group 8 vs 1", "smoke sweep depth: 2 runs", "peak memory"):
+    for part in ("train_throughput mnist", "train_throughput cifar10", "per-example gram",
+                 "probe(100 pairs) vs epoch", "group 16 vs 1", "group 8 vs 1",
+                 "smoke sweep depth: 2 runs", "peak memory"):
         assert part in names
     gram = table[table["name"].str.contains("per-example gram")]
     assert set(gram["baseline"]) == {"naive loop", "torch.func vmap (chunks of 32)", "one SGD step"}
     assert all(math.isfinite(r) and r > 0 for r in gram["ratio"])
     assert (table["device"] == "cpu").all()
-    train = table[table["name"].str.startswith("train_throughput")].iloc[0]
+    cnn = table[table["name"].str.startswith("train_throughput cifar10")].iloc[0]
+    assert cnn["value"] > 0 and cnn["baseline_value"] > 0 and pd.isna(cnn["goal"])  # no CPU goal
+    train = table[table["name"].str.startswith("train_throughput mnist")].iloc[0]
     assert train["goal"] == bench.TRAIN_SPEEDUP_GOAL and train["value"] > train["baseline_value"] > 0
     assert train["goal_met"] == (train["ratio"] >= bench.TRAIN_SPEEDUP_GOAL)
     memory = table[table["name"].str.contains("peak memory")].iloc[0]
