@@ -117,17 +117,26 @@ def bench_mlp(device: torch.device, quick: bool) -> list[dict]:
     throughput, trainer = bench_train_throughput(device, "mnist mlp4x256", {"name": "mlp", "depth": 4,
                                                  "width": 256}, images, labels, _mean_std("mnist"))
     throughput["goal"] = TRAIN_SPEEDUP_GOAL if device.type == "cpu" else math.nan
-    pairs = 4 if quick else 20
-    single = probe_seconds(trainer, device, pairs)
-    trainer.cfg.probe.group = 16
-    grouped = probe_seconds(trainer, device, pairs)
+    group, single = probe_group_row(trainer, device, "mlp4x256", 16, 4 if quick else 20)
     epoch = 128 / throughput["value"] * MNIST_STEPS_PER_EPOCH
     return [throughput,
             row("mlp4x256 probe(100 pairs) vs MNIST epoch", device, 100 * single,
                 "one epoch", epoch, lower_is_better=True, note="ratio = probe/epoch")
             | {"ratio": 100 * single / epoch},
-            row("mlp4x256 probe pairs, group 16 vs 1", device, grouped, "group=1 (a backward each)",
-                single, note="ratio > 1: grouping is faster")]
+            group]
+
+
+def probe_group_row(trainer: Trainer, device: torch.device, name: str, group: int,
+                    pairs: int) -> tuple[dict, float]:
+    """The probe's mini-batch gradients ``group`` at a time (vmapped) vs one backward pass each
+    (the default, probe.group=1): the row, and the seconds per pair at group 1."""
+    trainer.cfg.probe.group = 1
+    single = probe_seconds(trainer, device, pairs)
+    trainer.cfg.probe.group = group
+    grouped = probe_seconds(trainer, device, pairs)
+    trainer.cfg.probe.group = 1
+    return row(f"{name} probe pairs, group {group} vs 1", device, grouped, "group=1 (a backward each)",
+               single, note="ratio > 1: grouping is faster"), single
 
 
 def bench_cnn_throughput(device: torch.device, quick: bool) -> list[dict]:
@@ -150,17 +159,12 @@ def bench_cnn_throughput(device: torch.device, quick: bool) -> list[dict]:
 
 
 def bench_cnn_probe_group(device: torch.device, quick: bool, group: int = 8) -> dict:
-    """CNN-16-2: the probe's mini-batch gradients ``group`` at a time (vmapped) vs one backward pass
-    each (the default, probe.group=1)."""
+    """CNN-16-2: the probe's mini-batch gradients ``group`` at a time vs one backward pass each."""
     data = cifar_like(device, 64 if quick else 512, size=8 if quick else 32)
-    trainer = trainer_for({"name": "cnn", "depth": 10 if quick else 16, "width": 2}, data, device,
-                          probe={"group": group, **({"batch_size": 16} if quick else {})})
-    pairs = group // 2
-    grouped = probe_seconds(trainer, device, pairs)
-    trainer.cfg.probe.group = 1
-    single = probe_seconds(trainer, device, pairs)
-    return row(f"cnn{trainer.cfg.model.depth}-2 probe pairs, group {group} vs 1", device, grouped,
-               "group=1 (a backward each)", single, note="ratio > 1: grouping is faster")
+    depth = 10 if quick else 16
+    trainer = trainer_for({"name": "cnn", "depth": depth, "width": 2}, data, device,
+                          probe={"batch_size": 16} if quick else None)
+    return probe_group_row(trainer, device, f"cnn{depth}-2", group, group // 2)[0]
 
 
 def bench_train_throughput(device: torch.device, name: str, model_cfg: dict, images: torch.Tensor,
