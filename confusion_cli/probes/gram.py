@@ -123,12 +123,17 @@ def layer_gram(captured: Captured, chunk_size: int | None = None,
         method = "materialise" if kernel_cost > outputs * fan_in * (positions + batch) else "kernel"
     materialise = method == "materialise"
 
-    def flat_grads(start: int, end: int) -> torch.Tensor:
+    def flat_grads(start: int, end: int) -> list[torch.Tensor]:
+        """Per-example (weight, bias) gradients as flat rows; kept apart, not concatenated (a
+        copy as large as all the per-example weight gradients): their Grams simply add."""
         grads = output_grad[start:end]
         parts = [_weight_grads(module, inputs[start:end], grads).flatten(1)] if with_weight else []
         if with_bias:
             parts.append(grads.reshape(end - start, outputs, -1).sum(2))
-        return torch.cat(parts, dim=1)
+        return parts
+
+    def flat_inner(u: list[torch.Tensor], v: list[torch.Tensor]) -> torch.Tensor:
+        return sum(a @ b.T for a, b in zip(u, v))
 
     def patches(start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _patches(module, inputs[start:end], output_grad[start:end])
@@ -149,7 +154,7 @@ def layer_gram(captured: Captured, chunk_size: int | None = None,
         per_example = outputs * fan_in if materialise else positions * positions * batch
         chunk_size = max(1, min(batch, CHUNK_BUDGET // per_example))
     if materialise:
-        return blocked_gram(flat_grads, batch, chunk_size)
+        return blocked_gram(flat_grads, batch, chunk_size, flat_inner)
     return blocked_gram(patches, batch, chunk_size, kernel_inner)
 
 
