@@ -28,14 +28,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import torchvision.datasets as tvd
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
-from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
-from .bench_probes import bench_probes, best_seconds
+from .bench_probes import bench_probes, best_seconds, interleaved_best_seconds
 from .cli import compose, sweep_values
 from .data import DATASETS, Data, augment_batch
 from .models import build_model
@@ -62,18 +62,18 @@ def row(name: str, device: torch.device, seconds: float, baseline: str, baseline
             "lower_is_better": lower_is_better, **extra}
 
 
-class ArrayImages(VisionDataset):
-    """torchvision's MNIST / CIFAR item path (uint8 array -> PIL image -> transforms) on arrays."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        super().__init__(root="", transform=transform)
-        self.images, self.labels = images.numpy(), labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+def torchvision_dataset(images: torch.Tensor, labels: torch.Tensor, transform) -> VisionDataset:
+    """torchvision's own MNIST (uint8 (N, H, W) tensor) or CIFAR10 ((N, H, W, 3) array) dataset
+    on in-memory ``images``: the real classes' per-item path (index, PIL image, transforms),
+    with the arrays they would have read from disk set directly (no files, no __init__)."""
+    if images.dim() == 3:
+        dataset = object.__new__(tvd.MNIST)
+        dataset.data, dataset.targets = images, labels
+    else:
+        dataset = object.__new__(tvd.CIFAR10)
+        dataset.data, dataset.targets = images.numpy(), labels.tolist()
+    dataset.transform, dataset.target_transform = transform, None
+    return dataset
 
 
 def fake_images(n: int, shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +115,8 @@ def bench_mlp(device: torch.device, quick: bool) -> list[dict]:
     mini-batch gradients 16 at a time (probe.group=16, vmapped) vs one backward pass each."""
     images, labels = fake_images(2048 if quick else 20_000, (28, 28))
     throughput, trainer = bench_train_throughput(device, "mnist mlp4x256", {"name": "mlp", "depth": 4,
-                                                 "width": 256}, images, labels, _mean_std("mnist"))
+                                                 "width": 256}, images, labels, _mean_std("mnist"),
+                                                 repeat=2 if quick else 5)
     throughput["goal"] = TRAIN_SPEEDUP_GOAL if device.type == "cpu" else math.nan
     group, single = probe_group_row(trainer, device, "mlp4x256", 16, 4 if quick else 20)
     epoch = 128 / throughput["value"] * MNIST_STEPS_PER_EPOCH
@@ -176,17 +177,17 @@ def bench_train_throughput(device: torch.device, name: str, model_cfg: dict, ima
     with RandomCrop(padding=4) + RandomHorizontalFlip when ``augment``), a DataLoader of batch
     128 (no worker processes on a CPU, where they would take the cores the step uses; on a GPU
     up to 8, with pinned memory), its own copy of the model (same config and seed) and a plain
-    torch.optim.SGD with zero_grad / backward / step. Both are timed best of ``repeat`` epochs.
+    torch.optim.SGD with zero_grad / backward / step. Both are timed best of ``repeat`` epochs,
+    the two loops' epochs interleaved.
     Returns the row (ratio = tool images/s over the baseline's) and the tool's Trainer.
     """
     data = device_data(images, labels, mean_std, augment, device)
     trainer = trainer_for(model_cfg, data, device)
-    tool = best_seconds(trainer.train_epoch, device, repeat)
 
     size = images.shape[1]
     per_image = [transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip()] if augment else []
     gpu = device.type == "cuda"
-    loader = DataLoader(ArrayImages(images, labels, transforms.Compose(
+    loader = DataLoader(torchvision_dataset(images, labels, transforms.Compose(
         [*per_image, transforms.ToTensor(), transforms.Normalize(*mean_std)])), batch_size=128,
         shuffle=True, drop_last=True, num_workers=min(8, os.cpu_count() or 1) if gpu else 0,
         pin_memory=gpu, persistent_workers=gpu)
@@ -203,7 +204,7 @@ def bench_train_throughput(device: torch.device, name: str, model_cfg: dict, ima
             loss.backward()
             opt.step()
 
-    baseline = best_seconds(dataloader_epoch, device, repeat)
+    tool, baseline = interleaved_best_seconds([trainer.train_epoch, dataloader_epoch], device, repeat)
     images_per_epoch = (len(labels) // 128) * 128
     return row(f"train_throughput {name}", device, images_per_epoch / tool, "DataLoader+transforms",
                images_per_epoch / baseline, unit="images/s") | {"ratio": baseline / tool}, trainer

@@ -35,14 +35,23 @@ def _sync(device: torch.device) -> None:
 
 def best_seconds(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
     """Best wall time of ``repeat`` calls after one warm-up call, CUDA synchronised around each."""
-    fn()
-    best = math.inf
-    for _ in range(repeat):
-        _sync(device)
-        start = time.perf_counter()
+    return interleaved_best_seconds([fn], device, repeat)[0]
+
+
+def interleaved_best_seconds(fns: list[Callable[[], object]], device: torch.device,
+                             repeat: int) -> list[float]:
+    """best_seconds of each of ``fns``, their calls interleaved (f1, f2, f1, f2, ...) so that a
+    slow spell of a noisy machine falls on all of them, not on one."""
+    for fn in fns:
         fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+    best = [math.inf] * len(fns)
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            best[k] = min(best[k], time.perf_counter() - start)
     return best
 
 
