@@ -268,9 +268,11 @@ def peak_memory(device: torch.device, depth: int, n_train: int, n_test: int) -> 
     queue = context.Queue()
     child = context.Process(target=_peak_rss_child, args=(queue, depth, n_train, n_test))
     child.start()
-    mib = queue.get()
     child.join()
-    return mib, "max_rss (fresh process)"
+    if child.exitcode != 0:
+        raise RuntimeError(f"the peak-memory case of CNN-{depth}-2 failed in its process "
+                           f"(exit code {child.exitcode}; out of memory?)")
+    return queue.get(timeout=60), "max_rss (fresh process)"
 
 
 Arch = tuple[int, int, bool, bool]  # CNN depth, width, batch_norm, skip

@@ -97,6 +97,7 @@ def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
 def validate(cfg) -> None:
     """Check the values a run needs before anything is launched."""
     from . import data, models
+    from .probes.pairs import check_group
 
     models.validate(cfg.model)
     if cfg.dataset.name not in data.DATASETS:
@@ -115,9 +116,7 @@ def validate(cfg) -> None:
     for key in ("pairs", "batches", "examples", "batch_size", "every"):
         if not isinstance(cfg.probe[key], int) or cfg.probe[key] < 1:
             raise ConfusionError(f"probe.{key} must be a positive integer, got {cfg.probe[key]}")
-    group = cfg.probe.get("group", 1)
-    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
-        raise ConfusionError(f"probe.group must be a positive integer, got {group}")
+    check_group(cfg.probe.get("group", 1))
     _check_writable(Path(cfg.records_root))
 
 

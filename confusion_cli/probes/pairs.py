@@ -39,10 +39,15 @@ def group_size(model: nn.Module, group: int) -> int:
     (4x64) and slower for large ones (8x512: 1.3x) and for conv nets (CNN-16-2, 8 at a time:
     1.8x slower). Not yet measured on a GPU, where fewer, larger kernels may pay.
     """
+    return max(1, min(check_group(group), GRADIENT_BUDGET_BYTES // gradient_bytes(model)))
+
+
+def check_group(group: object) -> int:
+    """``probe.group`` if it is a positive integer, else a one-line ConfusionError."""
     if not isinstance(group, int) or isinstance(group, bool) or group < 1:
         raise ConfusionError(f"probe.group must be a positive integer, got {group}: 1 computes one "
                              "mini-batch gradient per backward pass, N > 1 vmaps N at a time")
-    return max(1, min(group, GRADIENT_BUDGET_BYTES // gradient_bytes(model)))
+    return group
 
 
 def gradient_bytes(model: nn.Module) -> int:
