@@ -35,9 +35,9 @@ def group_size(model: nn.Module, group: int) -> int:
     GRADIENT_BUDGET_BYTES of flat gradients are held at once.
 
     1 (the default) is one backward pass per mini-batch. Grouping gives the same gradients; on a
-    2-core CPU (paper probe, batches of 128, `make bench`) it was up to 1.7x faster for small MLPs
-    (4x64) and slower for large ones (8x512: 1.3x) and for conv nets (CNN-16-2, 8 at a time:
-    1.8x slower). Not yet measured on a GPU, where fewer, larger kernels may pay.
+    2-core CPU (paper probe, batches of 128) it was up to 1.7x faster for small MLPs (4x64) and
+    slower for large ones (4x256 at 16: 0.81-0.98x in `make bench`; 8x512: 0.75x) and for conv
+    nets (CNN-16-2, 8 at a time: 0.44-0.53x). Not yet measured on a GPU.
     """
     return max(1, min(check_group(group), GRADIENT_BUDGET_BYTES // gradient_bytes(model)))
 
