@@ -97,6 +97,7 @@ def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
 def validate(cfg) -> None:
     """Check the values a run needs before anything is launched."""
     from . import data, models
+    from .probes.confusion import check_bn_mode
     from .probes.pairs import check_group
 
     models.validate(cfg.model)
@@ -117,6 +118,7 @@ def validate(cfg) -> None:
         if not isinstance(cfg.probe[key], int) or cfg.probe[key] < 1:
             raise ConfusionError(f"probe.{key} must be a positive integer, got {cfg.probe[key]}")
     check_group(cfg.probe.get("group", 1))
+    check_bn_mode(cfg.probe)
     _check_writable(Path(cfg.records_root))
 
 

@@ -281,7 +281,19 @@ def footnote(runs: pd.DataFrame, by: Sequence[str], extra: str = "") -> str:
     count += " seed" if max(seeds) == 1 else " seeds"
     scales = runs["scale.name"].dropna().unique() if "scale.name" in runs else ["?"]
     scale = ", ".join(map(format_value, scales))
-    return "; ".join(filter(None, [f"scale {scale}", f"{count} per curve (mean ± std)", extra]))
+    return "; ".join(filter(None, [f"scale {scale}", f"{count} per curve (mean ± std)",
+                                   bn_note(runs), extra]))
+
+
+def bn_note(runs: pd.DataFrame) -> str:
+    """'probe: BN batch statistics (train mode)' for the BN convention of the runs' probes (only
+    where a run has BatchNorm: the convention changes nothing otherwise)."""
+    has_bn = runs.get("model.batch_norm", pd.Series(dtype=object)).eq(True)
+    if "probe.bn_mode" not in runs or not has_bn.any():
+        return ""
+    names = {"train": "batch statistics (train mode)", "eval": "running statistics (eval mode)"}
+    modes = runs.loc[has_bn, "probe.bn_mode"].dropna().unique()
+    return "probe gradients: BN with " + " and ".join(names.get(m, str(m)) for m in sorted(modes))
 
 
 def still_running(frame: pd.DataFrame) -> str:
@@ -350,27 +362,35 @@ def save_figure(fig: Figure, data: pd.DataFrame, out: Path, stem: str) -> list[P
 
 
 CURVE_PANELS = (("train_loss", "training loss"), ("min_cos", "min pairwise cosine"))
+# Fig 1: eta = -min_inner, the quantity Thm 3.1 bounds, on a log axis (the cosine is scale-free)
+ETA_PANELS = (("train_loss", "training loss"), ("eta", "|min pairwise inner product| (η)"),
+              ("min_cos", "min pairwise cosine"))
+LOG_PANELS = ("train_loss", "eta")
 
 
 def curve_panels(runs: pd.DataFrame, by: Sequence[str], label: Callable[[dict[str, Any]], str],
                  title: str, note: str, out: Path, stem: str, density: bool = True,
-                 notes: pd.DataFrame | None = None) -> list[Path]:
-    """Training loss (log scale) and min pairwise cosine vs epoch, mean ± std over the seeds of
-    every combination of ``by``, and (``density``) the KDE of the pairwise cosines at the last
-    probed epoch. The CSV holds ``*by, panel, epoch, x, mean, std, n`` (and ``notes`` rows)."""
+                 notes: pd.DataFrame | None = None,
+                 panels: Sequence[tuple[str, str]] = CURVE_PANELS) -> list[Path]:
+    """``panels`` (default: training loss and min pairwise cosine; log scale for LOG_PANELS) vs
+    epoch, mean ± std over the seeds of every combination of ``by``, and (``density``) the KDE of
+    the pairwise cosines at the last probed epoch. ``eta`` is |min_inner| (computed here). The
+    CSV holds ``*by, panel, epoch, x, mean, std, n`` (and ``notes`` rows)."""
+    if "min_inner" in runs:
+        runs = runs.assign(eta=runs["min_inner"].abs())
     by = list(by)
     name_of = lambda key: tuple(None if pd.isna(v) else v for v in key.values())  # NaN != NaN
     keys = [name_of(key) for key, _ in groups(runs, by)]
     colour = dict(zip(keys, palette(keys)))
-    fig, axes = new_figure(len(CURVE_PANELS) + density, title, note)
+    fig, axes = new_figure(len(panels) + density, title, note)
     tables = []
-    for ax, (metric, name) in zip(axes, CURVE_PANELS):
+    for ax, (metric, name) in zip(axes, panels):
         stats = aggregate_seeds(runs, by, metric) if metric in runs else pd.DataFrame()
         for key, rows in groups(stats, by) if not stats.empty else ():
             band(ax, rows["epoch"], rows["mean"], rows["std"], colour[name_of(key)], label(key))
         if stats.empty:
             ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", transform=ax.transAxes)
-        elif metric == "train_loss" and (stats["mean"] > 0).all():
+        elif metric in LOG_PANELS and (stats["mean"] > 0).all():
             ax.set_yscale("log")
         ax.set(xlabel="epoch", ylabel=name, title=name)
         tables.append(stats.assign(panel=metric, x=stats.get("epoch")))
@@ -388,7 +408,7 @@ def curve_panels(runs: pd.DataFrame, by: Sequence[str], label: Callable[[dict[st
         tables.append(stats.assign(panel="cos_density"))
     for ax in axes:
         ax.grid(alpha=0.3)
-    for ax in axes[:len(CURVE_PANELS)]:
+    for ax in axes[:len(panels)]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     add_legend(fig, axes, len(keys))
     columns = [*by, "panel", "epoch", "x", "mean", "std", "n"]
@@ -459,7 +479,7 @@ def variant(row: Mapping[str, Any]) -> str:
     return VARIANTS[(bool(row["model.batch_norm"]), bool(row["model.skip"]))]
 
 
-def bn_skip_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
+def bn_skip_figure(frame: pd.DataFrame, out: Path, stem: str = "fig4_bn_skip") -> list[Path]:
     """Fig 4: final training loss, final min cosine and test accuracy against depth for the four
     variants plain / skip / BN / BN+skip, each architecture at its selected LR, mean ± std."""
     by = ["variant", "model.depth", "optim.lr"]
@@ -492,12 +512,13 @@ def bn_skip_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
         notes = notes.assign(variant=[variant(row) for _, row in notes.iterrows()])
         data = pd.concat([*tables, notes], ignore_index=True)
         return save_figure(fig, data.reindex(columns=[*by, "metric", "mean", "std", "n", "note"]), out, name)
-    return per_figure(frame, ("model.batch_norm", "model.skip", "model.depth"), "fig4_bn_skip", draw)
+    return per_figure(frame, ("model.batch_norm", "model.skip", "model.depth"), stem, draw)
 
 
 def linreg_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
     """Fig 1: linear regression with d < N (under-) and d > N (over-parameterised): training
-    loss (log scale) and min pairwise cosine over time, mean ± std over seeds."""
+    loss, eta = |min pairwise inner product| (both log scale; Thm 3.1 bounds eta, which goes to
+    0 when d > N) and the min pairwise cosine (scale-free) over time, mean ± std over seeds."""
     def draw(part: pd.DataFrame, name: str) -> list[Path]:
         selection = select_lr(part)
         runs = chosen_runs(part, selection)
@@ -513,7 +534,7 @@ def linreg_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
             "confusion over all per-sample gradient pairs", not_drawn(selection, short),
             still_running(part)])))
         return curve_panels(runs, ["dataset.dim", "optim.lr"], label, title, note, out, name,
-                            density=False, notes=selected_notes(selection))
+                            density=False, notes=selected_notes(selection), panels=ETA_PANELS)
     return per_figure(frame, ("dataset.dim",), "fig1_linreg", draw)
 
 
@@ -522,7 +543,9 @@ FIGURES.update({
     "depth_mnist": partial(sweep_curves_figure, stem="fig2_depth_mnist", hue="model.depth"),
     "width": partial(sweep_curves_figure, stem="fig3_width", hue="model.width"),
     "width_mnist": partial(sweep_curves_figure, stem="fig3_width_mnist", hue="model.width"),
+    "depth_fmnist": partial(sweep_curves_figure, stem="fig2_depth_fmnist", hue="model.depth"),
     "bn_skip": bn_skip_figure,
+    "bn_skip_fmnist": partial(bn_skip_figure, stem="fig4_bn_skip_fmnist"),
     "linreg": linreg_figure,
 })
 

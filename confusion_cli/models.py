@@ -1,6 +1,7 @@
-"""Models by name: MLP, CNN-beta-l (WideResNet-shaped, switchable BN and skips), deep linear, linreg.
+"""Models by name: MLP and CNN-beta-l (WideResNet-shaped), both with switchable BN and skips,
+deep linear, linreg.
 
-Every model is built from nn.Linear, nn.Conv2d, nn.BatchNorm2d, activations, pooling and
+Every model is built from nn.Linear, nn.Conv2d, nn.BatchNorm1d/2d, activations, pooling and
 residual additions only, so that the probes' per-layer fast paths apply to all of them.
 
 Initialisations (PAPER.md, "Theory at initialization"):
@@ -65,6 +66,37 @@ class MLP(nn.Sequential):
             fan_in = width
         layers.append(nn.Linear(fan_in, out_features, bias=bias))
         super().__init__(*layers)
+
+
+class ResidualMLP(nn.Module):
+    """The MLP with switchable BN and skips, shaped like CNN-beta-l's pre-activation blocks.
+
+    A first Linear maps the input to ``width`` units; each of the other ``depth - 1`` hidden
+    layers is a block h -> Linear(act(BN(h))) (+ h with ``skip``); the readout is
+    Linear(act(BN(h))). With neither switch on it computes exactly ``MLP``'s function (the plain
+    MLP keeps its own class, so its records and checkpoints are unchanged).
+    """
+
+    def __init__(self, in_features: int, out_features: int, depth: int, width: int,
+                 activation: str = "relu", bias: bool = True, batch_norm: bool = False,
+                 skip: bool = False):
+        super().__init__()
+        norm = (lambda: nn.BatchNorm1d(width)) if batch_norm else nn.Identity
+        self.flatten = nn.Flatten()
+        self.stem = nn.Linear(in_features, width, bias=bias and not batch_norm)
+        self.norms = nn.ModuleList(norm() for _ in range(depth))
+        self.acts = nn.ModuleList(ACTIVATIONS[activation][0]() for _ in range(depth))
+        self.layers = nn.ModuleList(nn.Linear(width, width, bias=bias and not batch_norm)
+                                    for _ in range(depth - 1))
+        self.skip = skip
+        self.head = nn.Linear(width, out_features, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(self.flatten(x))
+        for norm, act, layer in zip(self.norms, self.acts, self.layers):
+            out = layer(act(norm(h)))
+            h = out + h if self.skip else out
+        return self.head(self.acts[-1](self.norms[-1](h)))
 
 
 class Block(nn.Module):
@@ -136,6 +168,9 @@ def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
             raise ConfusionError(f"model.width must be a positive integer, got {width}")
         if not isinstance(depth, int) or depth < (1 if name == "linear" else 0):
             raise ConfusionError(f"model.depth must be a non-negative integer, got {depth}")
+    if name == "mlp" and (_get(cfg, "batch_norm", False) or _get(cfg, "skip", False)) and depth < 1:
+        raise ConfusionError("model.batch_norm / model.skip need model.depth >= 1 hidden layers, "
+                             f"got {depth}")
     if name == "cnn":
         if depth < 10 or (depth - 4) % 6:
             raise ConfusionError(f"model.depth={depth} is not a WideResNet depth: CNN-beta-l needs "
@@ -162,9 +197,13 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
     out = max(num_classes, 1)
     in_features = math.prod(input_shape)
     activation = _get(cfg, "activation", "relu")
-    if name == "mlp":
-        model: nn.Module = MLP(in_features, out, _get(cfg, "depth"), _get(cfg, "width"),
-                               activation, _get(cfg, "bias", True))
+    if name == "mlp" and (_get(cfg, "batch_norm", False) or _get(cfg, "skip", False)):
+        model: nn.Module = ResidualMLP(in_features, out, _get(cfg, "depth"), _get(cfg, "width"),
+                                       activation, _get(cfg, "bias", True),
+                                       _get(cfg, "batch_norm", False), _get(cfg, "skip", False))
+    elif name == "mlp":
+        model = MLP(in_features, out, _get(cfg, "depth"), _get(cfg, "width"),
+                    activation, _get(cfg, "bias", True))
     elif name == "linear":  # deep linear net: depth layers in all, no biases, no activations
         activation = "linear"
         model = MLP(in_features, out, _get(cfg, "depth") - 1, _get(cfg, "width"), "linear", False)

@@ -224,7 +224,7 @@ def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
     old = records.read_run_json(run_dir) if how == "resume" else None
     meta = {"status": "running", "config_hash": cfg_hash, "seed": cfg.seed,
             "start_time": datetime.now(timezone.utc).isoformat(), "argv": sys.argv,
-            "bn_convention": probes.BN_CONVENTION, "_t0": time.perf_counter(),
+            "bn_convention": probes.bn_convention(cfg.probe), "_t0": time.perf_counter(),
             "wall_seconds_before": (old or {}).get("wall_seconds", 0.0),
             **provenance(device)}
     recorder = RunRecorder(run_dir, cfg, meta, resume=how == "resume")

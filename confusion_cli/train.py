@@ -8,7 +8,8 @@ Conventions recorded with every run:
 - ``train_loss`` / ``train_acc`` at epoch e >= 1 are means over that epoch's SGD mini-batches
   (what SGD saw, augmented if augmentation is on); at epoch 0 (initialization) they come from
   one pass over the training set in eval mode.
-- The confusion probe runs after the epoch's last step, in eval mode (see probes.BN_CONVENTION),
+- The confusion probe runs after the epoch's last step, with BatchNorm in ``probe.bn_mode``
+  (see probes.bn_convention; running statistics untouched),
   with TF32 off, from its own random generator, so probing never changes the training path.
 """
 

@@ -1,6 +1,7 @@
 """The gradient-confusion probe the training loop calls at each probe event (``cfg.probe``).
 
-``cfg.mode`` picks what is measured at the current weights, in eval mode (see BN_CONVENTION):
+``cfg.mode`` picks what is measured at the current weights, with the BatchNorm convention
+``cfg.bn_mode`` (see ``bn_convention``; train for the mini-batch modes, eval for per_example):
 - ``minibatch_pairs``: the paper's protocol, ``cfg.pairs`` pairs of mini-batches of
   ``cfg.batch_size`` examples each, one inner product and cosine per pair;
 - ``all_pairs``: ``cfg.batches`` mini-batches of ``cfg.batch_size``, all K (K - 1) / 2 pairs;
@@ -21,11 +22,23 @@ from torch import nn
 
 from ..errors import ConfusionError
 from .gram import per_example_gram
-from .naive import LossFn
+from .naive import BN_MODES, LossFn
 from .pairs import all_pairs_stats, minibatch_pair_stats
 from .stats import SAMPLES, gram_pair_statistics
 
 MODES = ("minibatch_pairs", "all_pairs", "per_example")
+
+
+def check_bn_mode(cfg) -> str:
+    """``cfg.bn_mode`` if the probe ``cfg.mode`` supports it, else a one-line ConfusionError."""
+    mode = cfg.get("bn_mode", "train")
+    if mode not in BN_MODES:
+        raise ConfusionError(f"unknown probe.bn_mode '{mode}': choose train (the gradient SGD "
+                             "takes, batch statistics) or eval (running statistics)")
+    if mode == "train" and cfg.get("mode") == "per_example":
+        raise ConfusionError("probe=per_example needs probe.bn_mode=eval: in train mode BatchNorm "
+                             "couples the examples of a batch, so per-example gradients are not defined")
+    return mode
 
 
 def _sample(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -47,9 +60,7 @@ def confusion_probe(model: nn.Module, loss_fn: LossFn, x_train: torch.Tensor, y_
     samples: {"cos", "inner"}, every pair's value (float64, CPU). The parameters, their .grad
     and every module's train/eval mode are left as they were.
     """
-    if getattr(cfg, "bn_mode", "eval") != "eval":
-        raise ConfusionError(f"probe.bn_mode={cfg.bn_mode} is not supported: the probes take "
-                             "gradients in eval mode only (probe.bn_mode=eval)")
+    mode = check_bn_mode(cfg)
     n = x_train.shape[0]
 
     def batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,10 +72,10 @@ def confusion_probe(model: nn.Module, loss_fn: LossFn, x_train: torch.Tensor, y_
     if cfg.mode == "minibatch_pairs":
         stats = minibatch_pair_stats(model, loss_fn,
                                      [(batch(cfg.batch_size), batch(cfg.batch_size))
-                                      for _ in range(cfg.pairs)], group)
+                                      for _ in range(cfg.pairs)], group, mode)
     elif cfg.mode == "all_pairs":
         stats = all_pairs_stats(model, loss_fn, [batch(cfg.batch_size) for _ in range(cfg.batches)],
-                                chunk_size=cfg.chunk_size, group=group)
+                                chunk_size=cfg.chunk_size, group=group, mode=mode)
     elif cfg.mode == "per_example":
         x, y = batch(cfg.examples)
         gram = per_example_gram(model, loss_fn, x, y, chunk_size=cfg.chunk_size).double()

@@ -1,6 +1,6 @@
 """Per-example Gram matrices <g_i, g_j> without a backward pass per example.
 
-One forward pass (eval mode, see BN_CONVENTION) records each layer's input a, one backward pass
+One forward pass (eval mode, see bn_convention) records each layer's input a, one backward pass
 of the SUM of the per-example losses, B * loss_fn(out, y), records the gradient d of each
 layer's output. Examples being independent in eval mode, d_i is exactly the gradient of
 example i's own loss with respect to layer output i, and the Gram matrix is a sum over layers

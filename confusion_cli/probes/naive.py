@@ -30,6 +30,48 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.train(training)
 
 
+BN_MODES = ("train", "eval")
+BATCH_NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+@contextlib.contextmanager
+def train_mode_frozen_stats(model: nn.Module) -> Iterator[None]:
+    """``model`` in train mode for the duration, as in an SGD step, with every buffer frozen.
+
+    BatchNorm normalises each mini-batch with that batch's own statistics, exactly as a training
+    step does, but its running statistics are neither used nor updated (``track_running_stats``
+    is off meanwhile). Every buffer is copied first and written back afterwards, and each
+    module's mode and flags are restored, so a probe leaves no trace on training.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    norms = [(m, m.track_running_stats) for m in model.modules() if isinstance(m, BATCH_NORM_TYPES)]
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    model.train()
+    for module, _ in norms:
+        module.track_running_stats = False
+    try:
+        yield
+    finally:
+        for module, track in norms:
+            module.track_running_stats = track
+        for module, training in modes:
+            module.train(training)
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
+def bn_mode(model: nn.Module, mode: str) -> contextlib.AbstractContextManager[None]:
+    """The probes' BatchNorm convention ``mode``: "train" (train_mode_frozen_stats: each
+    mini-batch gradient is the one SGD steps on) or "eval" (eval_mode: running statistics,
+    examples independent, the only mode with per-example gradients)."""
+    if mode == "train":
+        return train_mode_frozen_stats(model)
+    if mode == "eval":
+        return eval_mode(model)
+    raise ValueError(f"unknown BN mode {mode!r}: choose one of {BN_MODES}")
+
+
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     """The parameters gradients are taken over: those with ``requires_grad``, in module order."""
     return [p for p in model.parameters() if p.requires_grad]
@@ -54,7 +96,8 @@ def naive_per_example_gram(model: nn.Module, loss_fn: LossFn, x: torch.Tensor,
     """(B, B) Gram matrix <g_i, g_j> of per-example gradients, one backward pass per example.
 
     g_i is the gradient of ``loss_fn`` on example i alone, ``loss_fn(model(x[i:i+1]), y[i:i+1])``.
-    The model is evaluated in eval mode (see BN_CONVENTION) and its modes restored afterwards.
+    The model is evaluated in eval mode (the eval convention, see bn_convention) and its modes
+    restored afterwards.
     """
     with eval_mode(model):
         grads = flat_gradients(model, loss_fn, [(x[i:i + 1], y[i:i + 1]) for i in range(x.shape[0])])

@@ -1,7 +1,9 @@
 """Mini-batch gradient pairs: the paper's protocol and its all-pairs variant.
 
 A mini-batch gradient is the gradient of the mean loss on that batch, taken with plain autograd
-(one backward pass per mini-batch), with the model in eval mode (see ``BN_CONVENTION``).
+(one backward pass per mini-batch). ``bn_mode`` (see ``bn_convention``): "train" (the default)
+gives the gradient an SGD step takes on that batch, BatchNorm with the batch's own statistics
+and running statistics untouched; "eval" uses the running statistics.
 
 - ``minibatch_pair_stats``: the paper's protocol (PAPER.md, "Confusion measurement"): given
   pairs of mini-batches, the inner product and cosine of each pair's two gradients.
@@ -23,7 +25,7 @@ from torch import nn
 
 from ..errors import ConfusionError
 from .func import vmap_batch_gradients
-from .naive import LossFn, blocked_gram, eval_mode, flat_gradients, trainable
+from .naive import LossFn, blocked_gram, bn_mode, flat_gradients, trainable
 from .stats import gram_pair_statistics, pair_statistics
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -59,7 +61,7 @@ def gradient_bytes(model: nn.Module) -> int:
 def minibatch_gradients(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch],
                         group: int = 1) -> torch.Tensor:
     """(K, P) flat mini-batch gradients: one backward pass each (group 1), or ``group`` equal-sized
-    mini-batches at a time through one vmapped call. The caller sets eval mode."""
+    mini-batches at a time through one vmapped call. The caller sets the BN mode."""
     if group == 1 or len(batches) == 1 or len({x.shape for x, _ in batches}) > 1:
         return flat_gradients(model, loss_fn, batches)
     rows = []
@@ -71,14 +73,14 @@ def minibatch_gradients(model: nn.Module, loss_fn: LossFn, batches: Sequence[Bat
 
 
 def minibatch_pair_stats(model: nn.Module, loss_fn: LossFn, batches: Sequence[tuple[Batch, Batch]],
-                         group: int = 1) -> dict[str, float | torch.Tensor]:
+                         group: int = 1, mode: str = "train") -> dict[str, float | torch.Tensor]:
     """pair_statistics over pairs ((xa, ya), (xb, yb)) of mini-batches.
 
     ``group`` mini-batch gradients are held (and, above 1, computed in one vmapped call) at a
-    time; pair k contributes <g_a, g_b> and |g_a|^2, |g_b|^2.
+    time; pair k contributes <g_a, g_b> and |g_a|^2, |g_b|^2. ``mode``: the BN convention.
     """
     inner, sq_a, sq_b = [], [], []
-    with eval_mode(model):
+    with bn_mode(model, mode):
         size = group_size(model, group)
         pairs_at_once = max(1, size // 2)
         for start in range(0, len(batches), pairs_at_once):
@@ -92,14 +94,14 @@ def minibatch_pair_stats(model: nn.Module, loss_fn: LossFn, batches: Sequence[tu
 
 
 def minibatch_gram(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch],
-                   chunk_size: int | None = None, group: int = 1) -> torch.Tensor:
+                   chunk_size: int | None = None, group: int = 1, mode: str = "train") -> torch.Tensor:
     """(K, K) Gram matrix <g_k, g_l> of the K mini-batch gradients of ``batches``.
 
     At most 2 ``chunk_size`` flat gradients are held at once (None: as many as fit in
     GRADIENT_BUDGET_BYTES); with c < K some are recomputed (see blocked_gram). ``group``: as in
-    minibatch_pair_stats.
+    minibatch_pair_stats, ``mode`` the BN convention.
     """
-    with eval_mode(model):
+    with bn_mode(model, mode):
         if chunk_size is None:
             chunk_size = max(1, GRADIENT_BUDGET_BYTES // gradient_bytes(model))
         size = group_size(model, group)
@@ -108,7 +110,7 @@ def minibatch_gram(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch],
 
 
 def all_pairs_stats(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batch], *,
-                    chunk_size: int | None = None, group: int = 1
+                    chunk_size: int | None = None, group: int = 1, mode: str = "train"
                     ) -> dict[str, float | torch.Tensor]:
-    """pair_statistics over all K (K - 1) / 2 pairs of K mini-batches."""
-    return gram_pair_statistics(minibatch_gram(model, loss_fn, batches, chunk_size, group))
+    """pair_statistics over all K (K - 1) / 2 pairs of K mini-batches (``mode``: BN convention)."""
+    return gram_pair_statistics(minibatch_gram(model, loss_fn, batches, chunk_size, group, mode))
