@@ -30,7 +30,8 @@ def config(sweep="depth", dataset="cifar10", model="cnn", depth=16, width=2, lr=
     return cfg
 
 
-def write_run(path, cfg, losses, min_cos=None, status="complete", test_acc=None, samples=True):
+def write_run(path, cfg, losses, min_cos=None, status="complete", test_acc=None, samples=True,
+              min_inner=None):
     """One run directory as the runner writes it: config.yaml, run.json, metrics.csv, samples/."""
     path.mkdir(parents=True)
     (path / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
@@ -41,7 +42,8 @@ def write_run(path, cfg, losses, min_cos=None, status="complete", test_acc=None,
     records.write_csv(path / records.METRICS, pd.DataFrame({
         "epoch": epochs, "step": [10 * e for e in epochs], "lr": cfg["optim"]["lr"],
         "train_loss": losses, "train_acc": 0.5, "test_loss": losses,
-        "test_acc": test_acc if test_acc is not None else 0.5, "min_cos": min_cos}))
+        "test_acc": test_acc if test_acc is not None else 0.5, "min_cos": min_cos,
+        "min_inner": [-0.2 * c * c for c in min_cos] if min_inner is None else min_inner}))
     (path / records.SAMPLES).mkdir()
     if samples:
         for e in epochs:
@@ -88,7 +90,8 @@ def linreg_sweep(root):
         cfg = config("linreg", "regression", "linreg", lr=0.3, seed=seed, dataset__dim=dim,
                      dataset__n_train=100)
         write_run(root / f"linreg_{dim}_{seed}", cfg, [1.0, 0.5, 0.1 if dim > 100 else 0.3],
-                  min_cos=[-0.5, -0.4 + 0.01 * seed, -0.3 + dim / 1000])
+                  min_cos=[-0.5, -0.4 + 0.01 * seed, -0.3 + dim / 1000],
+                  min_inner=[-0.6, -0.1 * (seed + 1), -1e-6 if dim > 100 else -0.01])
 
 
 def read(path):
@@ -192,12 +195,27 @@ def test_bn_skip_figure_plots_final_metrics_against_depth(tmp_path):
     assert set(data.reset_index()["variant"]) == {"plain", "skip", "BN", "BN+skip"}
 
 
+def test_footnote_states_the_bn_convention_of_bn_runs(tmp_path):
+    bn_skip_sweep(tmp_path / "runs")
+    runs = records.load(tmp_path / "runs")
+    assert "BN" not in figures.footnote(runs, ["model.depth"])  # no probe.bn_mode recorded
+    train = runs.assign(**{"probe.bn_mode": "train"})
+    note = figures.footnote(train, ["model.depth"])
+    assert "probe gradients: BN with batch statistics (train mode)" in note
+    plain = train[~train["model.batch_norm"].astype(bool)]
+    assert "BN with" not in figures.footnote(plain, ["model.depth"])  # no BN: the convention is moot
+
+
 def test_linreg_figure_compares_under_and_over_parameterised(tmp_path):
     linreg_sweep(tmp_path / "runs")
     paths = figures.FIGURES["linreg"](records.load(tmp_path / "runs"), tmp_path / "fig")
     assert_written(paths, "fig1_linreg")
     data = read(paths[2])
-    assert set(data["panel"]) == {"train_loss", "min_cos"}
+    assert set(data["panel"]) == {"train_loss", "eta", "min_cos"}
+    eta = data.query("panel == 'eta'").set_index(["dataset.dim", "epoch"])
+    assert eta.loc[(80, 1), "mean"] == pytest.approx(0.2)  # |min inner product|, mean over seeds
+    assert eta.loc[(120, 2), "mean"] == pytest.approx(1e-6)
+    assert eta.loc[(80, 2), "mean"] == pytest.approx(0.01)
     cos = data.query("panel == 'min_cos' and epoch == 1").set_index("dataset.dim")
     assert cos.loc[80, "mean"] == pytest.approx(-0.39) and cos.loc[80, "n"] == 3
     assert cos.loc[120, "std"] == pytest.approx(np.std([-0.4, -0.39, -0.38], ddof=1))

@@ -1,6 +1,8 @@
 """The gradient-confusion probes against slow references: every fast path against one backward
 pass per example, mini-batch statistics against a plain loop, statistics against numpy."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 from confusion_cli import probes
 from confusion_cli.bench_probes import bench_probes
 from confusion_cli.errors import ConfusionError
+from confusion_cli.models import ResidualMLP
 from confusion_cli.probes.func import vmap_per_example_gram
 from confusion_cli.probes.gram import hooked_pass, layer_gram
 
@@ -94,6 +97,8 @@ MODELS = {
                                   nn.Tanh(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)), (2, 9, 9), 4),
     "resnet_bn": (ResNet, (3, 8, 8), 5),
     "two_branch": (TwoBranch, (12,), 3),
+    "mlp_bn_skip": (lambda: ResidualMLP(12, 4, 3, 8, batch_norm=True, skip=True), (3, 4), 4),
+    "mlp_skip": (lambda: ResidualMLP(12, 4, 3, 8, skip=True), (12,), 4),
 }
 
 
@@ -176,34 +181,38 @@ def minibatches(count: int, size: int = 5, seed: int = 1):
     return model, loss_fn, [(x[i * size:(i + 1) * size], y[i * size:(i + 1) * size]) for i in range(count)]
 
 
-def loop_gradients(model, loss_fn, batches) -> torch.Tensor:
-    """Mini-batch gradients the plain way: eval mode, zero_grad, backward, read .grad."""
-    model.eval()
+def loop_gradients(model, loss_fn, batches, mode: str = "eval") -> torch.Tensor:
+    """Mini-batch gradients the plain way: zero_grad, backward, read .grad. ``mode="train"``:
+    what a training step computes before its update, on a fresh copy of the model in train mode
+    for each batch (the step's forward updates BN's running statistics: the copy takes that)."""
     rows = []
     for x, y in batches:
-        model.zero_grad()
-        loss_fn(model(x), y).backward()
-        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+        net = copy.deepcopy(model).train() if mode == "train" else model.eval()
+        net.zero_grad()
+        loss_fn(net(x), y).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in net.parameters()]))
     model.zero_grad(set_to_none=True)
     model.train()
     return torch.stack(rows)
 
 
-def test_minibatch_pair_stats_matches_a_plain_loop():
+@pytest.mark.parametrize("mode", probes.BN_MODES)
+def test_minibatch_pair_stats_matches_a_plain_loop(mode):
     model, loss_fn, batches = minibatches(6)
-    grads = loop_gradients(model, loss_fn, batches)
+    grads = loop_gradients(model, loss_fn, batches, mode)
     a, b = grads[0::2], grads[1::2]
     inner = (a * b).sum(1)
     cos = inner / (a.norm(dim=1) * b.norm(dim=1))
-    stats = probes.minibatch_pair_stats(model, loss_fn, list(zip(batches[0::2], batches[1::2])))
+    stats = probes.minibatch_pair_stats(model, loss_fn, list(zip(batches[0::2], batches[1::2])), mode=mode)
     assert_close(stats["inner"], inner)
     assert_close(stats["cos"], cos)
     assert stats["n_pairs"] == 3 and stats["min_cos"] == pytest.approx(cos.min().item(), rel=RTOL)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet_bn"])
+@pytest.mark.parametrize("name, mode", [("mlp", "eval"), ("cnn", "eval"), ("resnet_bn", "eval"),
+                                        ("resnet_bn", "train"), ("mlp_bn_skip", "train")])
 @pytest.mark.parametrize("group", [2, 3, 4, 16])
-def test_grouped_minibatch_gradients_match_a_plain_loop(name, group, monkeypatch):
+def test_grouped_minibatch_gradients_match_a_plain_loop(name, mode, group, monkeypatch):
     """vmap over groups of mini-batches = one backward pass per mini-batch (conv, BN, skip too)."""
     from confusion_cli.probes import pairs
 
@@ -212,14 +221,14 @@ def test_grouped_minibatch_gradients_match_a_plain_loop(name, group, monkeypatch
     monkeypatch.setattr(pairs, "vmap_batch_gradients", lambda *a: calls.append(a[2].shape) or vmapped(*a))
     model, loss_fn, x, y = build(name, batch=7 * 4)
     batches = [(x[i * 4:(i + 1) * 4], y[i * 4:(i + 1) * 4]) for i in range(7)]
-    grads = loop_gradients(model, loss_fn, batches)
+    grads = loop_gradients(model, loss_fn, batches, mode)
     a, b = grads[0:6:2], grads[1:6:2]
     stats = probes.minibatch_pair_stats(model, loss_fn, list(zip(batches[0:6:2], batches[1:6:2])),
-                                        group=group)
+                                        group=group, mode=mode)
     assert_close(stats["inner"], (a * b).sum(1))
     assert_close(stats["cos"], (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)))
     rows, cols = torch.triu_indices(7, 7, offset=1)
-    all_pairs = probes.all_pairs_stats(model, loss_fn, batches, chunk_size=5, group=group)
+    all_pairs = probes.all_pairs_stats(model, loss_fn, batches, chunk_size=5, group=group, mode=mode)
     assert_close(all_pairs["inner"], (grads[rows] * grads[cols]).sum(1))
     sizes = [shape[0] for shape in calls]  # the vmapped path ran, in groups of at most `group`
     assert sizes and max(sizes) >= 2 and max(sizes) <= group
@@ -239,13 +248,14 @@ def test_group_size_budget_and_errors(monkeypatch):
 
 
 @pytest.mark.parametrize("chunk_size", [None, 1, 2, 4])
-def test_all_pairs_stats_matches_a_plain_loop(chunk_size):
+@pytest.mark.parametrize("mode", probes.BN_MODES)
+def test_all_pairs_stats_matches_a_plain_loop(chunk_size, mode):
     model, loss_fn, batches = minibatches(5)
-    grads = loop_gradients(model, loss_fn, batches)
+    grads = loop_gradients(model, loss_fn, batches, mode)
     rows, cols = torch.triu_indices(5, 5, offset=1)
     inner = (grads[rows] * grads[cols]).sum(1)
     cos = inner / (grads[rows].norm(dim=1) * grads[cols].norm(dim=1))
-    stats = probes.all_pairs_stats(model, loss_fn, batches, chunk_size=chunk_size)
+    stats = probes.all_pairs_stats(model, loss_fn, batches, chunk_size=chunk_size, mode=mode)
     assert stats["n_pairs"] == 10
     assert_close(stats["inner"], inner)
     assert_close(stats["cos"], cos)
@@ -289,15 +299,20 @@ def snapshot(model: nn.Module):
             [m.training for m in model.modules()])
 
 
-@pytest.mark.parametrize("mode", probes.MODES)
-def test_confusion_probe_changes_nothing_and_is_deterministic(mode):
+@pytest.mark.parametrize("mode, bn_mode", [(m, "eval") for m in probes.MODES]
+                         + [("minibatch_pairs", "train"), ("all_pairs", "train")])
+def test_confusion_probe_changes_nothing_and_is_deterministic(mode, bn_mode):
+    """Parameters, .grad, every buffer (BN running statistics, batch counters) and every module's
+    mode and track_running_stats flag are as they were after a probe, in either BN convention."""
     model, loss_fn, x, y = build("resnet_bn", batch=20)
     model.train()
     model.blocks[0].eval()  # a mixture of modes must come back as it was
     loss_fn(model(x[:4]), y[:4]).backward()  # some .grad fields set, to be left alone
     model.blocks[1].conv1.weight.grad = None
+    model(x[:6])  # BN running statistics and num_batches_tracked away from their defaults
     before, rng = snapshot(model), torch.get_rng_state()
-    results = [probes.confusion_probe(model, loss_fn, x, y, probe_cfg(mode),
+    tracking = [m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    results = [probes.confusion_probe(model, loss_fn, x, y, probe_cfg(mode, bn_mode=bn_mode),
                                       torch.Generator().manual_seed(5)) for _ in range(2)]
     after = snapshot(model)
     assert torch.equal(torch.get_rng_state(), rng)
@@ -305,6 +320,7 @@ def test_confusion_probe_changes_nothing_and_is_deterministic(mode):
         assert torch.equal(before[0][key], after[0][key]), key
     assert all((g is None and h is None) or torch.equal(g, h) for g, h in zip(before[1], after[1]))
     assert before[2] == after[2]
+    assert tracking == [m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     (scalars, samples), (scalars_again, samples_again) = results
     expected_keys = set(probes.stats.SCALARS)
     if mode == "per_example":
@@ -313,7 +329,8 @@ def test_confusion_probe_changes_nothing_and_is_deterministic(mode):
     assert scalars == scalars_again
     assert all(torch.equal(samples[k], samples_again[k]) for k in samples)
     assert len(samples["cos"]) == {"minibatch_pairs": 3, "all_pairs": 6, "per_example": 15}[mode]
-    other, _ = probes.confusion_probe(model, loss_fn, x, y, probe_cfg(mode), torch.Generator().manual_seed(6))
+    other, _ = probes.confusion_probe(model, loss_fn, x, y, probe_cfg(mode, bn_mode=bn_mode),
+                                      torch.Generator().manual_seed(6))
     assert other != scalars
 
 
@@ -354,10 +371,21 @@ def test_minibatch_probe_uses_augment_and_draws_distinct_examples():
 
 def test_probe_errors_are_one_line_confusion_errors():
     model, loss_fn, x, y = build("mlp", batch=8)
-    bad = (probe_cfg("nope"), probe_cfg("per_example", examples=9), probe_cfg("all_pairs", bn_mode="train"))
-    for cfg in bad:
-        with pytest.raises(ConfusionError):
+    bad = {"unknown probe.mode": probe_cfg("nope"), "needs 9 distinct": probe_cfg("per_example", examples=9),
+           "per-example gradients are not defined": probe_cfg("per_example", bn_mode="train"),
+           "unknown probe.bn_mode": probe_cfg("all_pairs", bn_mode="batch")}
+    for message, cfg in bad.items():
+        with pytest.raises(ConfusionError, match=message):
             probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator())
+
+
+def test_train_mode_probe_differs_from_eval_mode_on_batch_norm_nets():
+    """The two conventions are different measurements on a BN net (and the same without BN)."""
+    for name, same in (("resnet_bn", False), ("mlp", True)):
+        model, loss_fn, x, y = build(name, batch=16)
+        train, eval_ = (probes.confusion_probe(model, loss_fn, x, y, probe_cfg("all_pairs", bn_mode=m),
+                                               torch.Generator().manual_seed(1))[0] for m in probes.BN_MODES)
+        assert (train == eval_) is same, name
 
 
 def test_bench_probes_quick_runs():
@@ -374,6 +402,9 @@ PROJECT_MODELS = {
     "linreg": ({"name": "linreg", "bias": True}, (10,), 0),
     **{f"cnn_bn{int(bn)}_skip{int(skip)}": ({"name": "cnn", "depth": 10, "width": 1, "batch_norm": bn,
                                              "skip": skip}, (3, 8, 8), 4)
+       for bn in (False, True) for skip in (False, True)},
+    **{f"mlp_bn{int(bn)}_skip{int(skip)}": ({"name": "mlp", "depth": 3, "width": 6, "batch_norm": bn,
+                                             "skip": skip}, (1, 3, 4), 4)
        for bn in (False, True) for skip in (False, True)},
 }
 

@@ -14,6 +14,8 @@ PAPER_SWEEPS = {
     "linreg": (None, "dataset.dim", [80, 120], "fig1_linreg"),
     "depth_mnist": ("mnist", "model.depth", [1, 2], "fig2_depth_mnist"),
     "width_mnist": ("mnist", "model.width", [8, 16], "fig3_width_mnist"),
+    "depth_fmnist": ("fashion_mnist", "model.depth", [1, 2], "fig2_depth_fmnist"),
+    "bn_skip_fmnist": ("fashion_mnist", "model.depth", [2, 3], "fig4_bn_skip_fmnist"),
 }
 
 
@@ -31,7 +33,7 @@ def test_paper_sweep_smoke_runs_and_plots(tmp_path, sweep):
     assert sorted(frame[column].unique()) == values
     assert set(frame["status"]) <= set(records.FINISHED) and "complete" in set(frame["status"])
     assert frame["min_cos"].notna().any()
-    if sweep == "bn_skip":
+    if sweep.startswith("bn_skip"):
         variants = frame.groupby(["model.batch_norm", "model.skip"])["run_dir"].nunique()
         assert len(variants) == 4
     plot = run_cli(["plot", "outputs"], tmp_path)
