@@ -543,6 +543,7 @@ FIGURES.update({
     "depth_mnist": partial(sweep_curves_figure, stem="fig2_depth_mnist", hue="model.depth"),
     "width": partial(sweep_curves_figure, stem="fig3_width", hue="model.width"),
     "width_mnist": partial(sweep_curves_figure, stem="fig3_width_mnist", hue="model.width"),
+    "width_fmnist": partial(sweep_curves_figure, stem="fig3_width_fmnist", hue="model.width"),
     "depth_fmnist": partial(sweep_curves_figure, stem="fig2_depth_fmnist", hue="model.depth"),
     "bn_skip": bn_skip_figure,
     "bn_skip_fmnist": partial(bn_skip_figure, stem="fig4_bn_skip_fmnist"),

@@ -15,6 +15,7 @@ PAPER_SWEEPS = {
     "depth_mnist": ("mnist", "model.depth", [1, 2], "fig2_depth_mnist"),
     "width_mnist": ("mnist", "model.width", [8, 16], "fig3_width_mnist"),
     "depth_fmnist": ("fashion_mnist", "model.depth", [1, 2], "fig2_depth_fmnist"),
+    "width_fmnist": ("fashion_mnist", "model.width", [8, 16], "fig3_width_fmnist"),
     "bn_skip_fmnist": ("fashion_mnist", "model.depth", [2, 3], "fig4_bn_skip_fmnist"),
 }
 
