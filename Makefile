@@ -28,12 +28,15 @@ demo:  ## a small depth sweep on the bundled digits, offline on a CPU, then its 
 DATA ?= data
 FIG_CIFAR ?= $(if $(wildcard $(DATA)/cifar-10-batches-py/data_batch_1),cifar10,digits)
 FIG_MNIST ?= $(if $(wildcard $(DATA)/MNIST/raw/train-images-idx3-ubyte),mnist,digits)
+FIG_FMNIST ?= $(if $(wildcard $(DATA)/FashionMNIST/raw/train-images-idx3-ubyte),fashion_mnist,digits)
 
 figures:  ## smoke versions of every sweep, then every figure the records support
 	for s in depth width bn_skip; do \
 		$(CONFUSION) run +sweep=$$s scale=smoke dataset=$(FIG_CIFAR) records_root=$(OUT)/figures || exit 1; done
 	for s in depth_mnist width_mnist; do \
 		$(CONFUSION) run +sweep=$$s scale=smoke dataset=$(FIG_MNIST) records_root=$(OUT)/figures || exit 1; done
+	for s in depth_fmnist width_fmnist bn_skip_fmnist; do \
+		$(CONFUSION) run +sweep=$$s scale=smoke dataset=$(FIG_FMNIST) records_root=$(OUT)/figures || exit 1; done
 	for s in linreg init_depth init_width init_linear lowrank gd_vs_sgd hessian_width; do \
 		$(CONFUSION) run +sweep=$$s scale=smoke records_root=$(OUT)/figures || exit 1; done
 	$(CONFUSION) plot $(OUT)/figures
