@@ -119,7 +119,50 @@ def validate(cfg) -> None:
             raise ConfusionError(f"probe.{key} must be a positive integer, got {cfg.probe[key]}")
     check_group(cfg.probe.get("group", 1))
     check_bn_mode(cfg.probe)
+    _check_run_options(cfg)
     _check_writable(Path(cfg.records_root))
+
+
+def _positive_int(value: object, allow_none: bool = False, minimum: int = 1) -> bool:
+    if value is None:
+        return allow_none
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_run_options(cfg) -> None:
+    """The numeric, name and list options outside the groups validated above (one line each)."""
+    from . import probes
+    from .train import check_device
+
+    if not _positive_int(cfg.seed, minimum=0):
+        raise ConfusionError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if not _positive_int(cfg.threads, allow_none=True):
+        raise ConfusionError(f"threads must be a positive integer or null (torch's default), "
+                             f"got {cfg.threads!r}")
+    if not _positive_int(cfg.eval_batch_size):
+        raise ConfusionError(f"eval_batch_size must be a positive integer, got {cfg.eval_batch_size!r}")
+    if not _positive_int(cfg.probe.get("chunk_size"), allow_none=True):
+        raise ConfusionError(f"probe.chunk_size must be a positive integer or null (automatic), "
+                             f"got {cfg.probe.chunk_size!r}")
+    optim = cfg.optim
+    for key in ("momentum", "weight_decay"):
+        if not (isinstance(optim[key], (int, float)) and optim[key] >= 0):
+            raise ConfusionError(f"optim.{key} must be a number >= 0, got {optim[key]!r}")
+    if not (isinstance(optim.gamma, (int, float)) and optim.gamma > 0):
+        raise ConfusionError(f"optim.gamma must be a positive number, got {optim.gamma!r}")
+    if not all(_positive_int(m) for m in optim.milestones or []):
+        raise ConfusionError(f"optim.milestones must be a list of positive epoch numbers, got "
+                             f"{list(optim.milestones)!r}")
+    if not _positive_int(optim.get("max_steps"), allow_none=True, minimum=0):
+        raise ConfusionError(f"optim.max_steps must be a non-negative integer or null, "
+                             f"got {optim.max_steps!r}")
+    unknown = [name for name in cfg.extra_probes or [] if name not in probes.EXTRA_PROBES]
+    if unknown:
+        raise ConfusionError(f"unknown extra_probes {unknown}: choose from {', '.join(probes.EXTRA_PROBES)}")
+    for key in ("examples", "top_k", "iters"):
+        if not _positive_int(cfg.hessian[key]):
+            raise ConfusionError(f"hessian.{key} must be a positive integer, got {cfg.hessian[key]!r}")
+    check_device(str(cfg.device))
 
 
 def _check_writable(path: Path) -> None:

@@ -201,6 +201,22 @@ def format_row(row: dict[str, float], epochs: int) -> str:
     return "  ".join(parts)
 
 
+def read_checkpoint(run_dir: Path, prefix: str = "") -> dict | None:
+    """The checkpoint of an interrupted run, loaded as tensors and plain containers only
+    (``weights_only``: a planted pickle never runs), on the CPU (generator states must stay CPU
+    tensors; ``Trainer.load_state_dict`` moves the rest). None, with a one-line warning, when it
+    is missing or unreadable (truncated, a full disk, not a checkpoint): the run then restarts
+    from scratch instead of failing on every relaunch."""
+    path = run_dir / records.CHECKPOINT
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file means: start again
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{prefix}warning: checkpoint {path} is unreadable ({reason[:120]}); "
+              "restarting this run from scratch", file=sys.stderr, flush=True)
+        return None
+
+
 def execute(cfg: DictConfig) -> str:
     """Run (or skip, or resume) the experiment ``cfg``; return its final status."""
     prefix = progress_prefix()
@@ -221,6 +237,9 @@ def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    state = read_checkpoint(run_dir, prefix) if how == "resume" else None
+    if how == "resume" and state is None:
+        how = "restart"
     old = records.read_run_json(run_dir) if how == "resume" else None
     meta = {"status": "running", "config_hash": cfg_hash, "seed": cfg.seed,
             "start_time": datetime.now(timezone.utc).isoformat(), "argv": sys.argv,
@@ -233,10 +252,8 @@ def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
         dataset = data.load(cfg.dataset, cfg.data_dir, device)
         check_fits(cfg, dataset.x_train.shape[0])
         trainer = Trainer(cfg, dataset, device)
-        if how == "resume":
-            # on the CPU: generator states must stay CPU tensors; load_state_dict moves the rest
-            trainer.load_state_dict(torch.load(run_dir / records.CHECKPOINT,
-                                               map_location="cpu", weights_only=False))
+        if state is not None:
+            trainer.load_state_dict(state)
             print(f"{prefix}resuming {run_dir} from epoch {trainer.epoch}", flush=True)
         print(f"{prefix}{run_dir}: {cfg.model.name} on {cfg.dataset.name}, "
               f"{trainer.steps_per_epoch} steps/epoch, device {device}", flush=True)

@@ -28,6 +28,7 @@ from torch import nn
 
 from . import probes
 from .data import Data, augment_batch
+from .errors import ConfusionError
 from .models import build_model
 
 PROBE_SEED_OFFSET = 1_000_003  # the probe's generator is seeded with seed + this
@@ -42,9 +43,26 @@ def loss_for(task: str):
     return F.cross_entropy if task == "classification" else regression_loss
 
 
+def check_device(name: str) -> None:
+    """A one-line ConfusionError unless ``name`` (auto, cpu, cuda, cuda:N) names a device here."""
+    if name in ("auto", "cpu"):
+        return
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise ConfusionError(f"unknown device '{name}': choose auto (CUDA when present, else CPU), "
+                             "cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfusionError(f"device={name} but no CUDA GPU is visible here: use device=cpu, or "
+                             "device=auto on a node that may have one")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ConfusionError(f"device={name} but this node has {torch.cuda.device_count()} CUDA "
+                             f"GPU(s), numbered from 0: pick one below that")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(name)
     return torch.device(name)
 
 

@@ -80,3 +80,38 @@ def test_concurrent_sweeps_never_share_a_directory(tmp_path):
     assert len(sweep_dirs) == 2
     frame = records.load(tmp_path / "outputs")
     assert frame["run_dir"].nunique() == 4 and set(frame["status"]) == {"complete"}
+
+
+class Payload:
+    """A pickle that runs code when unpickled without weights_only: it creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_unreadable_or_planted_checkpoint_restarts_the_run_and_runs_no_code(tmp_path):
+    import torch
+
+    args = ["run", "optim.epochs=2", "probe.pairs=2", "threads=1"]
+    reference = run_cli([*args, "records_root=outputs/reference"], tmp_path)
+    assert reference.returncode == 0, reference.stderr
+    marker = tmp_path / "payload_ran"
+    for name, plant in (("truncated", lambda path: path.write_bytes(b"PK\x03\x04 not a checkpoint")),
+                        ("pickle", lambda path: torch.save({"model": Payload(marker)}, path))):
+        root = tmp_path / "outputs" / name
+        first = run_cli([*args, f"records_root={root}"], tmp_path)
+        assert first.returncode == 0, first.stderr
+        (run_dir,) = records.run_dirs(root)
+        meta = json.loads((run_dir / "run.json").read_text())
+        records.write_json(run_dir / "run.json", {**meta, "status": "running"})  # as if killed
+        plant(run_dir / records.CHECKPOINT)
+        again = run_cli([*args, f"records_root={root}"], tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "is unreadable" in again.stderr and "restarting this run from scratch" in again.stderr
+        assert "resuming" not in again.stdout
+        assert not marker.exists(), "a planted checkpoint must never run code"
+        assert records.run_dirs(root) == [run_dir]
+        pd.testing.assert_frame_equal(comparable(root), comparable(tmp_path / "outputs/reference"))
