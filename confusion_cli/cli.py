@@ -176,11 +176,15 @@ def _check_writable(path: Path) -> None:
 
 
 def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
-    """{parameter: number of values} of the sweep (the sweep file's grid, then command-line sweeps)."""
+    """{parameter: number of values} of the sweep: the sweep file's grid, where the command line
+    replaces a parameter by one value (``model.depth=64``) or by a sweep of its own."""
     sizes = {k: _sweep_size(f"{k}={v}") for k, v in (hydra_cfg.sweeper.params or {}).items()}
     for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+")
         if _is_sweep_override(o):
-            sizes[o.split("=", 1)[0].lstrip("+")] = _sweep_size(o)
+            sizes[key] = _sweep_size(o)
+        elif key in sizes and "=" in o:
+            sizes[key] = 1
     return sizes
 
 

@@ -50,3 +50,13 @@ def test_paper_scale_is_the_papers_protocol():
 def test_command_line_sweeps_override_the_grid():
     cfg = cli.compose(["+sweep=width", "scale=smoke"])
     assert cli.plan_sweep(cfg.hydra, ["seed=0,1,2"])["seed"] == 3
+    pinned = cli.plan_sweep(cfg.hydra, ["model.width=4", "optim.lr=0.1", "probe.pairs=3"])
+    assert pinned["model.width"] == 1 and pinned["optim.lr"] == 1 and "probe.pairs" not in pinned
+
+
+def test_a_pinned_grid_parameter_counts_one_run_per_value(tmp_path):
+    from fakes import run_cli
+
+    done = run_cli(["run", "+sweep=linreg", "scale=smoke", "dataset.dim=80"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "sweep linreg: 1 runs" in done.stdout and "sweep progress: 1/1 runs finished" in done.stdout
