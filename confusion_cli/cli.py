@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -163,6 +163,10 @@ def _check_run_options(cfg) -> None:
         if not _positive_int(cfg.hessian[key]):
             raise ConfusionError(f"hessian.{key} must be a positive integer, got {cfg.hessian[key]!r}")
     check_device(str(cfg.device))
+    for key, value in (("launch_id", cfg.launch_id), ("sweep.name", cfg.sweep.name)):
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", str(value)):
+            raise ConfusionError(f"{key} must be a plain name (letters, digits, '.', '_', '-'; no "
+                                 f"'/' or leading '.'), got {value!r}: it names a folder under records_root")
 
 
 def _check_writable(path: Path) -> None:
@@ -232,7 +236,9 @@ def cmd_run(args: list[str]) -> int:
         sizes = plan_sweep(hydra_cfg, overrides)
         total = math.prod(sizes.values())
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / "sweep.json").write_text(json.dumps({"total": total, "grid": sizes}))
+        from . import records
+
+        records.write_json(sweep_dir / "sweep.json", {"total": total, "grid": sizes})
         grid = " x ".join(f"{k} {n}" for k, n in sizes.items())
         print(f"sweep {cfg.sweep.name}: {total} runs ({grid}) -> {sweep_dir}", flush=True)
         if not any(f in ("-m", "--multirun") for f in flags):

@@ -355,8 +355,8 @@ def save_figure(fig: Figure, data: pd.DataFrame, out: Path, stem: str) -> list[P
     """Write ``stem``.png, .pdf and .csv (the plotted numbers) under ``out``; return the paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.pdf", out / f"{stem}.csv"]
-    fig.savefig(paths[0], dpi=150)
-    fig.savefig(paths[1])
+    records.atomic_write(paths[0], lambda f: fig.savefig(f, format="png", dpi=150), binary=True)
+    records.atomic_write(paths[1], lambda f: fig.savefig(f, format="pdf"), binary=True)
     records.write_csv(paths[2], data)
     return paths
 

@@ -42,13 +42,19 @@ class RecordWarning(UserWarning):
     """A run directory that cannot be read; it is skipped."""
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+def atomic_write(path: Path, write, binary: bool = False) -> None:
+    """Call ``write(file)`` on a fresh temporary file beside ``path`` (text, or bytes with
+    ``binary``), fsync it, rename it onto ``path`` and fsync the directory.
+
+    The temporary file is created new by mkstemp (O_EXCL: never an existing file or a planted
+    link), and the rename replaces whatever ``path`` was, a symlink included, without following
+    it: no write lands outside the directory. A reader sees the old file or the new one, whole.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; records are for the whole group
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -56,6 +62,21 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:

@@ -70,7 +70,7 @@ def run_lock(run_dir: Path):
     The operating system drops it when the process dies, however it dies, so a held lock
     means a live run; yields False (and holds nothing) when another process has it.
     """
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -113,7 +113,8 @@ def mark_finished(status: str) -> None:
         return
     hc = HydraConfig.get()
     log = Path(hc.sweep.dir) / "finished.log"
-    with open(log, "a") as f:
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a") as f:
         f.write(f"{hc.job.num} {status}\n")
     done = len(log.read_text().splitlines())
     print(f"sweep progress: {done}/{sweep_total()} runs finished", flush=True)
@@ -156,9 +157,8 @@ class RunRecorder:
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         records.write_csv(self.dir / records.METRICS, pd.DataFrame(self.rows))
         if state is not None:
-            tmp = self.dir / (records.CHECKPOINT + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, self.dir / records.CHECKPOINT)
+            records.atomic_write(self.dir / records.CHECKPOINT, lambda f: torch.save(state, f),
+                                 binary=True)
 
 
 def choose_run_dir(cfg: DictConfig, cfg_hash: str) -> tuple[Path | None, str]:
@@ -271,7 +271,8 @@ def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
         recorder.set_status("failed", error=str(exc))
         raise
     except Exception as exc:
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        text = traceback.format_exc()
+        records.atomic_write(run_dir / "error.txt", lambda f: f.write(text))
         recorder.set_status("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     recorder.set_status(status, epochs_done=trainer.epoch, steps_done=trainer.step)

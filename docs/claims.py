@@ -38,7 +38,7 @@ def table(part: pd.DataFrame, by: list[str]) -> str:
              "|" + "---|" * (len(by) + 2 + len(METRICS))]
     for key, rows in last.groupby(by):
         lr = rows["optim.lr"].iloc[0]
-        edge = " (edge)" if lr in (grid[0], grid[-1]) else ""
+        edge = " (edge)" if len(grid) > 1 and lr in (grid[0], grid[-1]) else ""
         cells = [fmt(rows[m].mean(), rows[m].std(ddof=1) if len(rows) > 1 else 0.0) for m in METRICS]
         key = key if isinstance(key, tuple) else (key,)
         lines.append(f"| {' | '.join(map(str, key))} | {lr:g}{edge} | {len(rows)} | " + " | ".join(cells) + " |")

@@ -81,6 +81,8 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
     (["run", "device=nosuch"], "unknown device 'nosuch'"),
     (["run", "device=tpu"], "unknown device 'tpu'"),
     (["run", "device=cuda:0", "+fake_no_cuda=1"], "no CUDA GPU is visible"),
+    (["run", "launch_id=../../../X"], "launch_id must be a plain name"),
+    (["run", "+sweep=linreg", "sweep.name=../up", "scale=smoke"], "sweep.name must be a plain name"),
     (["plot", "nowhere"], "no such directory"),
     (["plot", "."], "no run records"),
     (["frobnicate"], "unknown command"),

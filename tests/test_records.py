@@ -94,3 +94,33 @@ def test_require_records_explains_an_empty_directory(tmp_path):
 def test_records_are_readable_by_the_group(tmp_path):
     records.write_json(tmp_path / "run.json", {"status": "complete"})
     assert (tmp_path / "run.json").stat().st_mode & 0o044 == 0o044
+
+
+def test_writes_never_follow_a_planted_link(tmp_path):
+    """Records, checkpoints and figures replace a symlink planted at their path (or at the old
+    fixed temporary name) instead of writing through it to a file outside the run directory."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from confusion_cli.run import RunRecorder
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    names = [records.CHECKPOINT, records.CHECKPOINT + ".tmp", records.METRICS, records.RUN_JSON,
+             records.CONFIG]
+    for name in names:
+        (run_dir / name).symlink_to(outside)
+    recorder = RunRecorder(run_dir, OmegaConf.create({"seed": 0}), {"_t0": 0.0}, resume=False)
+    recorder.add_epoch({"epoch": 0, "train_loss": 1.0}, {"cos": torch.ones(2), "inner": torch.ones(2)},
+                       {"w": torch.zeros(3)})
+    recorder.set_status("running")
+    assert outside.read_text() == "precious"
+    for name in (records.CHECKPOINT, records.METRICS, records.RUN_JSON, records.CONFIG):
+        assert not (run_dir / name).is_symlink(), name
+    assert torch.load(run_dir / records.CHECKPOINT, weights_only=True)["w"].shape == (3,)
+    figure = tmp_path / "fig.png"
+    figure.symlink_to(outside)
+    records.atomic_write(figure, lambda f: f.write(b"\x89PNG"), binary=True)
+    assert outside.read_text() == "precious" and figure.read_bytes() == b"\x89PNG"
