@@ -201,8 +201,7 @@ def gaussian_kde(samples: Sequence[float] | np.ndarray, grid: np.ndarray) -> np.
 
 def probe_samples(run_dir: str | Path, epoch: int) -> pd.DataFrame | None:
     """The probe pairs of one run at one epoch (``samples/epoch_NNNN.csv``), or None if absent."""
-    path = Path(run_dir) / records.SAMPLES / f"epoch_{int(epoch):04d}.csv"
-    return pd.read_csv(path) if path.is_file() else None
+    return records.read_samples_file(records.samples_path(run_dir, epoch))
 
 
 def cosine_density(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

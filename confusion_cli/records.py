@@ -162,6 +162,8 @@ def _load_one(run_dir: Path) -> pd.DataFrame | None:
         config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG))
         metrics = (pd.read_csv(run_dir / METRICS) if (run_dir / METRICS).is_file()
                    else pd.DataFrame({"epoch": pd.Series(dtype="int64")}))
+        if "epoch" not in metrics or not pd.api.types.is_numeric_dtype(metrics["epoch"]):
+            raise ValueError(f"{METRICS} has no numeric epoch column")
     except Exception as exc:  # noqa: BLE001 - any unreadable record is skipped by path
         warnings.warn(f"skipping corrupt record {run_dir}: {exc}", RecordWarning, stacklevel=3)
         return None
@@ -188,11 +190,32 @@ def load(path: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
 
 
 def load_samples(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every probe pair sample of one run: columns epoch, pair, cos, inner."""
-    files = sorted((Path(run_dir) / SAMPLES).glob("epoch_*.csv"))
-    frames = [pd.read_csv(f).assign(epoch=int(f.stem.split("_")[1])) for f in files]
+    """Every probe pair sample of one run: columns epoch, pair, cos, inner. An unreadable or
+    malformed file (empty, truncated, wrong columns) is skipped with a RecordWarning naming it."""
+    frames = [frame for path in sorted((Path(run_dir) / SAMPLES).glob("epoch_*.csv"))
+              if (frame := read_samples_file(path)) is not None]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["epoch", "pair", "cos", "inner"])
+
+
+def samples_path(run_dir: str | os.PathLike, epoch: int) -> Path:
+    """``samples/epoch_NNNN.csv`` of ``run_dir``: the probe pairs of one epoch."""
+    return Path(run_dir) / SAMPLES / f"epoch_{int(epoch):04d}.csv"
+
+
+def read_samples_file(path: Path) -> pd.DataFrame | None:
+    """One samples file with its epoch column; None if it is missing, or (with a RecordWarning
+    naming it) unreadable or malformed: empty, truncated, wrong columns."""
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path)
+        if not {"pair", "cos", "inner"} <= set(frame.columns):
+            raise ValueError(f"columns {list(frame.columns)}, expected pair, cos, inner")
+        return frame.assign(epoch=int(path.stem.split("_")[1]))
+    except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
+        warnings.warn(f"skipping corrupt samples file {path}: {exc}", RecordWarning, stacklevel=3)
+        return None
 
 
 def require_records(path: str | os.PathLike) -> pd.DataFrame:

@@ -152,8 +152,7 @@ class RunRecorder:
         if samples:
             frame = pd.DataFrame({k: v.detach().cpu().double().numpy() for k, v in samples.items()})
             frame.insert(0, "pair", range(len(frame)))
-            records.write_csv(self.dir / records.SAMPLES / f"epoch_{int(row['epoch']):04d}.csv",
-                              frame)
+            records.write_csv(records.samples_path(self.dir, row["epoch"]), frame)
         self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
         records.write_csv(self.dir / records.METRICS, pd.DataFrame(self.rows))
         if state is not None:

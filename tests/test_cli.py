@@ -112,6 +112,22 @@ def test_plot_names_a_corrupt_record_and_draws_the_rest(tmp_path):
     assert (tmp_path / "outputs" / "figures" / "curves.png").is_file()
 
 
+def test_plot_skips_corrupt_samples_and_metrics_files_and_draws_the_rest(tmp_path):
+    done = run_cli(["run", "seed=0,1,2", "optim.epochs=1", "probe.pairs=2"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    empty_samples, bad_metrics, good = records.run_dirs(tmp_path / "outputs")
+    (empty_samples / records.SAMPLES / "epoch_0001.csv").write_text("")  # a full disk's leftovers
+    (bad_metrics / records.METRICS).write_text("not,a\nmetrics,file\n")
+    plot = run_cli(["plot", "outputs"], tmp_path)
+    assert plot.returncode == 0, plot.stderr
+    assert "skipping corrupt samples file" in plot.stderr and "epoch_0001.csv" in plot.stderr
+    assert f"skipping corrupt record {bad_metrics.relative_to(tmp_path)}" in plot.stderr
+    assert "Traceback" not in plot.stderr
+    curves = pd.read_csv(tmp_path / "outputs" / "figures" / "curves.csv")
+    density = curves[curves["panel"] == "cos_density"]
+    assert not density.empty and set(density["n"]) == {2}  # two runs' samples, the third's skipped
+
+
 def test_run_help_and_hydra_flags_pass_through(tmp_path):
     helped = run_cli(["run", "--help"], tmp_path)
     assert helped.returncode == 0 and "+sweep=NAME" in helped.stdout
