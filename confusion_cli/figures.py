@@ -365,6 +365,9 @@ CURVE_PANELS = (("train_loss", "training loss"), ("min_cos", "min pairwise cosin
 ETA_PANELS = (("train_loss", "training loss"), ("eta", "|min pairwise inner product| (η)"),
               ("min_cos", "min pairwise cosine"))
 LOG_PANELS = ("train_loss", "eta")
+# Figs 2 and 3 add the 5% quantile: far less noisy than one minimum, it can order architectures
+# the minimum cannot (docs/results.md)
+SWEEP_PANELS = (*CURVE_PANELS, ("q05_cos", "5% quantile of pairwise cosines"))
 
 
 def curve_panels(runs: pd.DataFrame, by: Sequence[str], label: Callable[[dict[str, Any]], str],
@@ -464,7 +467,7 @@ def sweep_curves_figure(frame: pd.DataFrame, out: Path, stem: str, hue: str) -> 
         note = footnote(runs, [hue], "; ".join(filter(None, [
             extra, not_drawn(selection, short), still_running(part)])))
         return curve_panels(runs, [hue, "optim.lr"], label, describe(part, [hue]), note, out, name,
-                            notes=selected_notes(selection))
+                            notes=selected_notes(selection), panels=SWEEP_PANELS)
     return per_figure(frame, (hue,), stem, draw)
 
 

@@ -43,6 +43,7 @@ def write_run(path, cfg, losses, min_cos=None, status="complete", test_acc=None,
         "epoch": epochs, "step": [10 * e for e in epochs], "lr": cfg["optim"]["lr"],
         "train_loss": losses, "train_acc": 0.5, "test_loss": losses,
         "test_acc": test_acc if test_acc is not None else 0.5, "min_cos": min_cos,
+        "q05_cos": [c + 0.2 for c in min_cos],
         "min_inner": [-0.2 * c * c for c in min_cos] if min_inner is None else min_inner}))
     (path / records.SAMPLES).mkdir()
     if samples:
@@ -168,6 +169,9 @@ def test_depth_figure_draws_each_depth_at_its_selected_lr(tmp_path):
     assert final.loc[22, "mean"] == pytest.approx(0.9)
     assert final.loc[22, "std"] == pytest.approx(np.std([0.8, 1.0], ddof=1))
     assert final.loc[16, "n"] == 2
+    q05 = data[data["panel"] == "q05_cos"].set_index(["model.depth", "epoch"])["mean"]
+    cos = data[data["panel"] == "min_cos"].set_index(["model.depth", "epoch"])["mean"]
+    assert len(q05) == len(cos) > 0 and ((q05 - cos) - 0.2).abs().max() < 1e-12
     density = data[data["panel"] == "cos_density"]
     assert set(density["epoch"]) == {2} and set(density["n"]) == {10}  # 2 seeds x 5 pairs
     for _, rows in density.groupby("model.depth"):
