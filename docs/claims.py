@@ -41,10 +41,33 @@ def table(part: pd.DataFrame, by: list[str]) -> str:
         edge = " (edge)" if len(grid) > 1 and lr in (grid[0], grid[-1]) else ""
         cells = [fmt(rows[m].mean(), rows[m].std(ddof=1) if len(rows) > 1 else 0.0) for m in METRICS]
         key = key if isinstance(key, tuple) else (key,)
-        lines.append(f"| {' | '.join(map(str, key))} | {lr:g}{edge} | {len(rows)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {' | '.join(map(str, key))} | {lr:g}{edge} | {len(rows)} | "
+                     + " | ".join(cells) + " |")
     for _, row in selection[selection["optim.lr"].isna()].iterrows():
         lines.append(f"| {' | '.join(str(row[c]) for c in by)} | none | 0 | {row['note']} |")
     return "\n".join(lines)
+
+
+def equal_loss_table(part: pd.DataFrame, by: list[str], level: float) -> str:
+    """Each architecture (at its selected LR) at the first epoch >= 1 where a run's training loss
+    is <= ``level``: the epoch, min cosine and 5% quantile, mean ± std over the runs that get
+    there (comparing nets at equal loss instead of equal epochs)."""
+    runs = figures.chosen_runs(part, figures.select_lr(part))
+    reached = runs[(runs["epoch"] >= 1) & (runs["train_loss"] <= level)]
+    first = reached.sort_values("epoch").groupby("run_dir").head(1)
+    lines = [f"| {' | '.join(by)} | runs reaching loss <= {level:g} | epoch | min_cos | q05_cos |",
+             "|" + "---|" * (len(by) + 4)]
+    for key, rows in runs.groupby(by):
+        got = first[first["run_dir"].isin(rows["run_dir"])]
+        key = key if isinstance(key, tuple) else (key,)
+        cells = [fmt(got[m].mean(), got[m].std(ddof=1) if len(got) > 1 else 0.0) if len(got) else "-"
+                 for m in ("epoch", "min_cos", "q05_cos")]
+        lines.append(f"| {' | '.join(map(str, key))} | {len(got)} of {rows['run_dir'].nunique()} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+EQUAL_LOSS = {"depth_fmnist": 0.75, "width_fmnist": 0.45}
 
 
 def main(root: str) -> None:
@@ -56,6 +79,8 @@ def main(root: str) -> None:
         for mode, rows in part.groupby(probes):
             print(f"\n### {sweep}, probe {mode}: {rows['run_dir'].nunique()} runs\n")
             print(table(rows, by))
+            if sweep in EQUAL_LOSS:
+                print(f"\nAt equal training loss:\n\n{equal_loss_table(rows, by, EQUAL_LOSS[sweep])}")
 
 
 if __name__ == "__main__":
