@@ -74,6 +74,7 @@ def compose(overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     plain = [o for o in overrides if not _is_sweep_override(o)]
+    _check_keys(overrides, hydra_compose, initialize_config_module)
     try:
         with initialize_config_module("confusion_cli.configs", version_base=None):
             return hydra_compose("config", overrides=plain, return_hydra_config=True)
@@ -81,6 +82,51 @@ def compose(overrides: list[str]):
         raise ConfusionError(_explain_hydra_error(exc, overrides)) from None
     except OmegaConfBaseException as exc:
         raise ConfusionError(f"bad override: {str(exc).splitlines()[0]}") from None
+
+
+def _config_keys(node: object, prefix: str = "") -> set[str]:
+    """Every dotted key of a config container, inner nodes included."""
+    keys: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            keys |= {name} | _config_keys(value, f"{name}.")
+    return keys
+
+
+KEY_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "epoch": "epochs",
+               "n_epochs": "epochs", "num_epochs": "epochs", "seeds": "seed"}
+
+
+def _check_keys(overrides: list[str], hydra_compose, initialize_config_module) -> None:
+    """The schema check: every overridden key must exist in the config that the same group
+    choices compose to (a typo such as ``optim.learning_rate=0.1``, with or without ``+``, is
+    one line naming the nearest valid key). ``hydra.*`` keys are Hydra's to check."""
+    import difflib
+
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    def key_of(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    choices = [o for o in overrides if key_of(o) in GROUPS and "=" in o and not _is_sweep_override(o)]
+    try:
+        with initialize_config_module("confusion_cli.configs", version_base=None):
+            base = hydra_compose("config", overrides=choices)
+    except HydraException:
+        return  # an unknown group option: compose() says which, in one line
+    known = _config_keys(OmegaConf.to_container(base, resolve=False))
+    for override in overrides:
+        key = key_of(override)
+        if "=" not in override or key in GROUPS or key in known or key.split(".")[0] == "hydra":
+            continue
+        head, _, leaf = key.rpartition(".")
+        alias = ".".join(filter(None, [head, KEY_ALIASES[leaf]])) if leaf in KEY_ALIASES else ""
+        nearest = [alias] if alias in known else difflib.get_close_matches(key, sorted(known), n=1,
+                                                                           cutoff=0.5)
+        hint = f": did you mean '{nearest[0]}'?" if nearest else " (see `confusion run --cfg job`)"
+        raise ConfusionError(f"unknown config key '{key}' in '{override}'{hint}")
 
 
 def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
