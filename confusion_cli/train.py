@@ -19,6 +19,7 @@ import contextlib
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,8 +109,17 @@ class Trainer:
         self.update_in_backward = optim.momentum == 0 and optim.weight_decay == 0
         self._in_step = False
         if self.update_in_backward:
+            # The hook holds the Trainer weakly: a parameter's hooks live in the autograd graph,
+            # out of reach of Python's garbage collector, so a bound method there would keep every
+            # Trainer (data included) alive for good in a long-lived sweep worker.
+            trainer = weakref.ref(self)
+
+            def sgd_update(param: torch.Tensor) -> None:
+                if (owner := trainer()) is not None:
+                    owner._sgd_update(param)
+
             for param in self.model.parameters():
-                param.register_post_accumulate_grad_hook(self._sgd_update)
+                param.register_post_accumulate_grad_hook(sgd_update)
         self.generator = torch.Generator(device).manual_seed(cfg.seed)
         self.probe_generator = torch.Generator(device).manual_seed(cfg.seed + PROBE_SEED_OFFSET)
         n = data.x_train.shape[0]

@@ -103,3 +103,28 @@ def test_an_epoch_reads_back_to_the_host_once_not_per_step(monkeypatch):
     short_reads, reads[:] = list(reads), []
     long.train_epoch()
     assert reads == short_reads and len(reads) <= 2, reads
+
+
+def test_a_finished_trainer_is_freed():
+    """Sweep workers run many runs in one process: a Trainer (its data included) must be garbage
+    once dropped. The in-backward SGD hooks live in the autograd graph, out of reach of the
+    garbage collector, so they must not hold the Trainer strongly."""
+    import gc
+    import weakref
+
+    from omegaconf import open_dict
+
+    from confusion_cli import cli, data
+    from confusion_cli.train import Trainer
+
+    cfg = cli.compose(["optim.epochs=1", "probe.pairs=2", "probe.batch_size=16", "optim.batch_size=16",
+                       "dataset.train_size=64", "dataset.test_size=16"])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    trainer = Trainer(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+    assert trainer.update_in_backward
+    list(trainer.epochs())
+    ref = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert ref() is None
