@@ -119,7 +119,7 @@ def _check_keys(overrides: list[str], hydra_compose, initialize_config_module) -
     known = _config_keys(OmegaConf.to_container(base, resolve=False))
     for override in overrides:
         key = key_of(override)
-        if "=" not in override or key in GROUPS or key in known or key.split(".")[0] == "hydra":
+        if "=" not in override or key in GROUPS or key in known or "/" in key or key.split(".")[0] == "hydra":
             continue
         head, _, leaf = key.rpartition(".")
         alias = ".".join(filter(None, [head, KEY_ALIASES[leaf]])) if leaf in KEY_ALIASES else ""

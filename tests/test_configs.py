@@ -60,3 +60,8 @@ def test_a_pinned_grid_parameter_counts_one_run_per_value(tmp_path):
     done = run_cli(["run", "+sweep=linreg", "scale=smoke", "dataset.dim=80"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "sweep linreg: 1 runs" in done.stdout and "sweep progress: 1/1 runs finished" in done.stdout
+
+
+def test_schema_check_leaves_hydra_groups_and_keys_to_hydra():
+    cfg = cli.compose(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+sweep=linreg", "scale=smoke"])
+    assert cfg.hydra.launcher.n_jobs == 2
