@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfusionError
 
-RUN_JSON, METRICS, CONFIG, SAMPLES, CHECKPOINT = (
-    "run.json", "metrics.csv", "config.yaml", "samples", "checkpoint.pt")
+RUN_JSON, METRICS, CONFIG, SAMPLES, CHECKPOINT, RUN_LOG = (
+    "run.json", "metrics.csv", "config.yaml", "samples", "checkpoint.pt", "run.log")
 FINISHED = ("complete", "diverged")
 # Config keys that say where or how verbosely a run happens, not what it computes.
 NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "threads", "sweep")

@@ -137,6 +137,20 @@ class RunRecorder:
         records.atomic_write(run_dir / records.CONFIG,
                              lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
 
+    def say(self, prefix: str, line: str, err: bool = False) -> None:
+        """Print ``prefix + line`` (to stderr with ``err``) and ``log`` it."""
+        print(f"{prefix}{line}", file=sys.stderr if err else sys.stdout, flush=True)
+        self.log(line)
+
+    def log(self, line: str) -> None:
+        """Append ``line`` to the run's log, run.log: what the console showed for this run,
+        across resumes, with UTC times (opened without following a link)."""
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        fd = os.open(self.dir / records.RUN_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                     0o644)
+        with os.fdopen(fd, "a") as f:
+            f.write(f"{stamp} {line}\n")
+
     def set_status(self, status: str, **extra: Any) -> None:
         self.meta.update(status=status, **extra)
         if status != "running":
@@ -247,33 +261,38 @@ def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
             **provenance(device)}
     recorder = RunRecorder(run_dir, cfg, meta, resume=how == "resume")
     recorder.set_status("running")
+    if how == "restart" and (run_dir / records.CHECKPOINT).is_file():
+        recorder.log("restarting from scratch: the checkpoint was unreadable")
     try:
         dataset = data.load(cfg.dataset, cfg.data_dir, device)
         check_fits(cfg, dataset.x_train.shape[0])
         trainer = Trainer(cfg, dataset, device)
         if state is not None:
             trainer.load_state_dict(state)
-            print(f"{prefix}resuming {run_dir} from epoch {trainer.epoch}", flush=True)
-        print(f"{prefix}{run_dir}: {cfg.model.name} on {cfg.dataset.name}, "
-              f"{trainer.steps_per_epoch} steps/epoch, device {device}", flush=True)
+            recorder.say(prefix, f"resuming {run_dir} from epoch {trainer.epoch}")
+        recorder.say(prefix, f"{run_dir}: {cfg.model.name} on {cfg.dataset.name}, "
+                             f"{trainer.steps_per_epoch} steps/epoch, device {device}")
         status = "complete"
         for row, samples, diverged in trainer.epochs():
             finished = diverged or trainer.epoch >= cfg.optim.epochs
             recorder.add_epoch(row, samples, None if finished else trainer.state_dict())
             if cfg.progress:
-                print(f"{prefix}{format_row(row, cfg.optim.epochs)}", flush=True)
+                recorder.say(prefix, format_row(row, cfg.optim.epochs))
             if diverged:
                 status = "diverged"
-                print(f"{prefix}diverged at epoch {int(row['epoch'])} (loss {row['train_loss']}):"
-                      " recorded as diverged; lower optim.lr", flush=True)
+                recorder.say(prefix, f"diverged at epoch {int(row['epoch'])} (loss {row['train_loss']}):"
+                                     " recorded as diverged; lower optim.lr")
     except ConfusionError as exc:
         recorder.set_status("failed", error=str(exc))
+        recorder.log(f"error: {exc}")
         raise
     except Exception as exc:
         text = traceback.format_exc()
         records.atomic_write(run_dir / "error.txt", lambda f: f.write(text))
         recorder.set_status("failed", error=f"{type(exc).__name__}: {exc}")
+        recorder.log(f"failed: {type(exc).__name__}: {exc} (traceback in error.txt)")
         raise
+    recorder.say(prefix, f"{status}: {trainer.epoch} epochs, {trainer.step} steps")
     recorder.set_status(status, epochs_done=trainer.epoch, steps_done=trainer.step)
     (run_dir / records.CHECKPOINT).unlink(missing_ok=True)
     return status

@@ -30,6 +30,9 @@ def test_plain_run_trains_probes_and_records(tmp_path):
     assert (metrics["n_pairs"] == 3).all()
     assert len(records.load_samples(run_dir)) == 9  # 3 pairs at epochs 0, 1, 2
     assert "epoch 2/2" in done.stdout
+    logged = (run_dir / records.RUN_LOG).read_text().splitlines()  # the console's lines, timed
+    epochs = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 3 and [line.split(" ", 2)[2] for line in logged[1:4]] == epochs
 
     again = run_cli(["run", "optim.epochs=2", "probe.pairs=3"], tmp_path)
     assert again.returncode == 0 and "skip: already complete" in again.stdout
