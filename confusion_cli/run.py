@@ -253,6 +253,11 @@ def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
     state = read_checkpoint(run_dir, prefix) if how == "resume" else None
     if how == "resume" and state is None:
         how = "restart"
+    started_on = (state or {}).get("device_type", device.type)
+    if started_on != device.type:  # random-generator states are per device type
+        raise ConfusionError(f"{run_dir} was started on {started_on} and can only resume there: "
+                             f"rerun with device={started_on}, or delete that directory to start "
+                             f"the run again on {device.type}")
     old = records.read_run_json(run_dir) if how == "resume" else None
     meta = {"status": "running", "config_hash": cfg_hash, "seed": cfg.seed,
             "start_time": datetime.now(timezone.utc).isoformat(), "argv": sys.argv,

@@ -136,7 +136,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
                 "probe_generator": self.probe_generator.get_state(),
-                "epoch": self.epoch, "step": self.step, "init_recorded": self.init_recorded}
+                "epoch": self.epoch, "step": self.step, "init_recorded": self.init_recorded,
+                "device_type": self.device.type}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

@@ -115,3 +115,22 @@ def test_unreadable_or_planted_checkpoint_restarts_the_run_and_runs_no_code(tmp_
         assert not marker.exists(), "a planted checkpoint must never run code"
         assert records.run_dirs(root) == [run_dir]
         pd.testing.assert_frame_equal(comparable(root), comparable(tmp_path / "outputs/reference"))
+
+
+def test_resuming_on_another_device_type_is_one_line_and_leaves_the_run_resumable(tmp_path):
+    import torch
+
+    args = ["run", "optim.epochs=2", "probe.pairs=2", "threads=1"]
+    first = run_cli(args, tmp_path)
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = records.run_dirs(tmp_path / "outputs")
+    meta = json.loads((run_dir / "run.json").read_text())
+    records.write_json(run_dir / "run.json", {**meta, "status": "running"})  # as if killed
+    torch.save({"device_type": "cuda", "epoch": 1}, run_dir / records.CHECKPOINT)  # from a GPU node
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: {run_dir} was started on cuda and can only resume there: rerun with device=cuda, "
+        "or delete that directory to start the run again on cpu"]
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+    assert (run_dir / records.CHECKPOINT).is_file()
