@@ -238,7 +238,7 @@ def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
     return sizes
 
 
-HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i")
+HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i", "--shell-completion", "-sc")
 
 
 def split_hydra_flags(args: list[str]) -> tuple[list[str], list[str]]:
@@ -265,6 +265,8 @@ def cmd_run(args: list[str]) -> int:
         print(usage())
         return 0
     overrides, flags = split_hydra_flags(args)
+    if any(f in ("-sc", "--shell-completion") for f in flags):  # Hydra's tab completion
+        return _hydra_main([*overrides, *flags], prog="confusion")
     launch_id = f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
     if not any(o.startswith("launch_id=") for o in overrides):
         overrides = [*overrides, f"launch_id={launch_id}"]
@@ -292,7 +294,7 @@ def cmd_run(args: list[str]) -> int:
     return _hydra_main([*overrides, *flags])
 
 
-def _hydra_main(overrides: list[str]) -> int:
+def _hydra_main(overrides: list[str], prog: str = "confusion run") -> int:
     import hydra
 
     from .run import task
@@ -305,7 +307,7 @@ def _hydra_main(overrides: list[str]) -> int:
             raise SystemExit(EXIT_USER_ERROR) from None
 
     single_run_task.__module__ = task.__module__  # Hydra finds configs/ relative to this module
-    sys.argv = ["confusion run", *overrides]
+    sys.argv = [prog, *overrides]
     hydra.main(config_path="configs", config_name="config", version_base=None)(single_run_task)()
     return 0
 
@@ -351,8 +353,23 @@ def cmd_data(argv: list[str]) -> int:
     return 0
 
 
+def _strip_run_from_completion_line() -> None:
+    """Hydra's completion reads the line being typed from COMP_LINE and takes every word after
+    the program's name for an override: drop the ``run`` of ``confusion run ...`` (and move
+    COMP_POINT with it) so that it completes the overrides that follow."""
+    line = os.environ.get("COMP_LINE", "")
+    match = re.match(r"(\S+)(\s+run)(\s|$)", line)
+    if match:
+        os.environ["COMP_LINE"] = line[:match.end(1)] + line[match.end(2):]
+        point = int(os.environ.get("COMP_POINT", len(line)))
+        os.environ["COMP_POINT"] = str(max(point - len(match.group(2)), match.end(1)))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-sc", "--shell-completion"):  # the installed completion's queries
+        _strip_run_from_completion_line()
+        argv = ["run", *argv]
     commands = {"run": cmd_run, "plot": cmd_plot, "data": cmd_data}
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

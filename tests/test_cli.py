@@ -144,3 +144,14 @@ def test_run_help_and_hydra_flags_pass_through(tmp_path):
     assert not (tmp_path / "outputs").exists() or not records.run_dirs(tmp_path / "outputs")
     assert cli.split_hydra_flags(["a=1", "--cfg", "job", "-m", "b=2"]) == (["a=1", "b=2"],
                                                                           ["--cfg", "job", "-m"])
+
+
+def test_tab_completion_installs_and_completes_overrides(tmp_path):
+    installed = run_cli(["run", "-sc", "install=bash"], tmp_path)
+    assert installed.returncode == 0, installed.stderr
+    assert "complete -o nospace -o default -F hydra_bash_completion confusion" in installed.stdout
+    for line, expected in (("confusion run optim.l", "optim.lr="),
+                           ("confusion run +sweep=bn_s", "+sweep=bn_skip")):
+        done = run_cli(["-sc", "query=bash"], tmp_path, env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout.split(), done.stdout
