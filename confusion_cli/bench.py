@@ -39,7 +39,7 @@ from .bench_probes import bench_probes, best_seconds, interleaved_best_seconds
 from .cli import compose, sweep_values
 from .data import DATASETS, Data, augment_batch
 from .models import build_model
-from .train import Trainer, resolve_device
+from .train import Trainer, backend, resolve_device
 
 CIFAR_STEPS_PER_EPOCH = 50_000 // 128
 MNIST_STEPS_PER_EPOCH = 60_000 // 128
@@ -365,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"bench on {device} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
-    table = run_all(device, args.quick)
+    # the training flags of a run (TF32 on, cuDNN benchmarking as in trainer_for), restored after
+    with backend(OmegaConf.create({"threads": None, "tf32": True, "deterministic": False}), device):
+        table = run_all(device, args.quick)
     table["goal_met"] = [None if pd.isna(g) else bool(r <= g if low else r >= g)
                          for g, r, low in zip(table["goal"], table["ratio"], table["lower_is_better"])]
     out = Path(args.out)

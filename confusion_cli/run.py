@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import __version__, data, probes, records
 from .errors import ConfusionError
-from .train import Trainer, resolve_device
+from .train import Trainer, backend, resolve_device
 
 LOCK = ".lock"
 
@@ -248,8 +248,11 @@ def execute(cfg: DictConfig) -> str:
 
 def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
     device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    with backend(cfg, device):
+        return _run(cfg, cfg_hash, run_dir, how, prefix, device)
+
+
+def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.device) -> str:
     state = read_checkpoint(run_dir, prefix) if how == "resume" else None
     if how == "resume" and state is None:
         how = "restart"

@@ -81,16 +81,35 @@ def exact_matmul(device: torch.device):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+@contextlib.contextmanager
+def backend(cfg, device: torch.device):
+    """A run's backend settings for the duration, the process's previous ones restored after:
+    the CPU thread count (``cfg.threads``) and, on CUDA, TF32 for matmuls and convolutions
+    (``cfg.tf32``) and deterministic vs benchmarked cuDNN kernels (``cfg.deterministic``)."""
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (torch.get_num_threads(), cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark,
+             cudnn.deterministic)
+    try:
+        if cfg.get("threads"):
+            torch.set_num_threads(cfg.threads)
+        if device.type == "cuda":
+            cuda.allow_tf32 = cudnn.allow_tf32 = bool(cfg.tf32)
+            cudnn.benchmark = not cfg.deterministic
+            cudnn.deterministic = bool(cfg.deterministic)
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic = saved[1:]
+
+
 class Trainer:
-    """Plain SGD (optionally momentum, weight decay, step milestones) on device-resident data."""
+    """Plain SGD (optionally momentum, weight decay, step milestones) on device-resident data.
+
+    Backend flags (threads, TF32, cuDNN) are not the Trainer's: run it inside ``backend``."""
 
     def __init__(self, cfg, data: Data, device: torch.device):
         self.cfg, self.data, self.device = cfg, data, device
         optim = cfg.optim
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(cfg.tf32)
-            torch.backends.cudnn.benchmark = not cfg.deterministic
-            torch.backends.cudnn.deterministic = bool(cfg.deterministic)
         torch.manual_seed(cfg.seed)  # model initialisation
         self.model: nn.Module = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
         if device.type == "cuda" and cfg.channels_last and len(data.input_shape) == 3:

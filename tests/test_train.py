@@ -128,3 +128,24 @@ def test_a_finished_trainer_is_freed():
     del trainer
     gc.collect()
     assert ref() is None
+
+
+def test_backend_flags_are_set_for_a_run_and_restored_after():
+    """TF32, cuDNN and thread settings hold inside ``backend`` and are the process's own again
+    after it, also when the run fails (flags can be set without a GPU)."""
+    from omegaconf import OmegaConf
+
+    from confusion_cli.train import backend
+
+    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = (torch.get_num_threads(), cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark,
+              cudnn.deterministic)
+    cfg = OmegaConf.create({"threads": 1, "tf32": not cuda.allow_tf32,
+                            "deterministic": not cudnn.deterministic})
+    with pytest.raises(RuntimeError), backend(cfg, torch.device("cuda")):
+        assert torch.get_num_threads() == 1
+        assert cuda.allow_tf32 is cudnn.allow_tf32 is cfg.tf32
+        assert cudnn.deterministic is cfg.deterministic and cudnn.benchmark is not cfg.deterministic
+        raise RuntimeError("a run that fails")
+    assert (torch.get_num_threads(), cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark,
+            cudnn.deterministic) == before
