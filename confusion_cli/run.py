@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -234,16 +234,37 @@ def execute(cfg: DictConfig) -> str:
     """Run (or skip, or resume) the experiment ``cfg``; return its final status."""
     prefix = progress_prefix()
     cfg_hash = records.config_hash(cfg)
-    run_dir, how = choose_run_dir(cfg, cfg_hash)
-    if run_dir is None:
-        print(f"{prefix}skip: {how}", flush=True)
-        return "skipped"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir) as free:
-        if not free:
-            print(f"{prefix}skip: already running in {run_dir}", flush=True)
-            return "skipped"
+    with ExitStack() as held:
+        # The per-hash claim: choosing a directory and marking it running happen under one
+        # records-root lock, so that identical launches started together never both run.
+        with claim_lock(Path(cfg.records_root), cfg_hash):
+            run_dir, how = choose_run_dir(cfg, cfg_hash)
+            if run_dir is None:
+                print(f"{prefix}skip: {how}", flush=True)
+                return "skipped"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not held.enter_context(run_lock(run_dir)):
+                print(f"{prefix}skip: already running in {run_dir}", flush=True)
+                return "skipped"
+            if how == "new":
+                records.write_json(run_dir / records.RUN_JSON, {"status": "running",
+                                                                "config_hash": cfg_hash})
         return _execute_locked(cfg, cfg_hash, run_dir, how, prefix)
+
+
+@contextmanager
+def claim_lock(root: Path, cfg_hash: str):
+    """An exclusive OS lock on ``root/.claims/HASH.lock`` for the duration (blocking: a claim
+    is held for milliseconds). See the README on locks on network filesystems."""
+    claims = root / ".claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    fd = os.open(claims / f"{cfg_hash}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:

@@ -134,3 +134,24 @@ def test_resuming_on_another_device_type_is_one_line_and_leaves_the_run_resumabl
         "or delete that directory to start the run again on cpu"]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
     assert (run_dir / records.CHECKPOINT).is_file()
+
+
+def test_identical_launches_started_together_give_one_record(tmp_path):
+    """Four identical launches released at the same instant (after their imports, so that they
+    race for the same config hash): one runs, the others skip it."""
+    import subprocess
+    import sys
+
+    args = ["run", "optim.epochs=3", "probe.pairs=2", "threads=1", "seed=7"]
+    start = time.time() + 15
+    code = ("import sys, time; import torch, hydra, confusion_cli.run; from confusion_cli.cli import main; "
+            f"time.sleep(max(0, {start} - time.time())); sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "CONFUSION_OUTPUTS": str(tmp_path / "outputs"), "CONFUSION_DATA": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args], cwd=tmp_path, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    frame = records.load(tmp_path / "outputs")
+    assert frame["run_dir"].nunique() == 1 and set(frame["status"]) == {"complete"}
+    skipped = [out for out, _ in outs if "skip: already" in out]
+    assert len(skipped) == 3, [out[-300:] for out, _ in outs]
