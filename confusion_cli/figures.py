@@ -19,6 +19,7 @@ whose sweep is present. The helpers below (``save_figure``, ``palette``, ``aggre
 from __future__ import annotations
 
 import re
+import textwrap
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -336,7 +337,7 @@ def new_figure(panels: int, title: str, note: str) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=(4.3 * panels, 4.0), layout="constrained")
     axes = list(np.atleast_1d(fig.subplots(1, panels)))
     fig.suptitle(title)
-    fig.supxlabel(note, fontsize=8, color="0.3")
+    fig.supxlabel(textwrap.fill(note, width=int(15 * 4.3 * panels)), fontsize=8, color="0.3")
     return fig, axes
 
 
