@@ -59,18 +59,39 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert diverged["epoch"].max() < 3  # stopped at the epoch it diverged
 
 
+# Through a real `confusion` process: one of each kind of check, end to end.
 @pytest.mark.parametrize("args, message", [
     (["run", "model=resnet"], "unknown model 'resnet'"),
     (["run", "+sweep=nope"], "unknown sweep 'nope'"),
+    (["run", "dataset=cifar10"], "confusion data cifar10"),
+    (["run", "probe.batch_size=5000"], "probe.batch_size"),
+    (["run", "seed=abc"], "seed must be a non-negative integer"),
+    (["run", "device=cuda:0"], "no CUDA GPU is visible"),
+    (["run", "optim.learning_rate=0.1"],
+     "unknown config key 'optim.learning_rate' in 'optim.learning_rate=0.1': did you mean 'optim.lr'?"),
+    (["plot", "nowhere"], "no such directory"),
+    (["plot", "."], "no run records"),
+    (["frobnicate"], "unknown command"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    """...checked before anything is written (no run directory, no sweep directory)."""
+    done = run_cli(args, tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
+    if message != "probe.batch_size":  # known gap: checked against the loaded data, in the run
+        assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+# The same contract in-process (`cli.main`, as the console script calls it): seconds, not minutes.
+@pytest.mark.parametrize("args, message", [
     (["run", "dataset=imagenet"], "unknown dataset 'imagenet'"),
     (["run", "model.width=-3"], "model.width must be a positive integer"),
     (["run", "model=cnn", "model.depth=15"], "6n + 4"),
     (["run", "optim.lr=-1"], "optim.lr must be a positive number"),
-    (["run", "dataset=cifar10"], "confusion data cifar10"),
     (["run", "records_root=/proc/forbidden"], "records_root=PATH"),
-    (["run", "probe.batch_size=5000"], "probe.batch_size"),
     (["run", "probe.group=0"], "probe.group must be a positive integer"),
-    (["run", "seed=abc"], "seed must be a non-negative integer"),
     (["run", "seed=1.5"], "seed must be a non-negative integer"),
     (["run", "threads=-1"], "threads must be a positive integer"),
     (["run", "threads=abc"], "threads must be a positive integer"),
@@ -80,31 +101,29 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
     (["run", "hessian.iters=0"], "hessian.iters"),
     (["run", "optim.momentum=-1"], "optim.momentum must be a number >= 0"),
     (["run", "optim.milestones=[abc]"], "optim.milestones"),
+    (["run", "optim.max_steps=-3"], "optim.max_steps"),
     (["run", "extra_probes=[nosuch]"], "unknown extra_probes ['nosuch']"),
     (["run", "device=nosuch"], "unknown device 'nosuch'"),
     (["run", "device=tpu"], "unknown device 'tpu'"),
-    (["run", "device=cuda:0", "+fake_no_cuda=1"], "no CUDA GPU is visible"),
+    (["run", "device=cuda"], "no CUDA GPU is visible"),
     (["run", "launch_id=../../../X"], "launch_id must be a plain name"),
     (["run", "+sweep=linreg", "sweep.name=../up", "scale=smoke"], "sweep.name must be a plain name"),
-    (["run", "optim.learning_rate=0.1"],
-     "unknown config key 'optim.learning_rate' in 'optim.learning_rate=0.1': did you mean 'optim.lr'?"),
     (["run", "+optim.learning_rate=0.1"], "did you mean 'optim.lr'?"),
     (["run", "probe.pair=3"], "did you mean 'probe.pairs'?"),
     (["run", "model=cnn", "modle.batch_norm=true"], "did you mean 'model.batch_norm'?"),
-    (["plot", "nowhere"], "no such directory"),
-    (["plot", "."], "no run records"),
-    (["frobnicate"], "unknown command"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    """...checked before anything is written (no run directory, no sweep directory)."""
-    args = [a for a in args if a != "+fake_no_cuda=1"]  # the CPU test machine has no CUDA anyway
-    done = run_cli(args, tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
-    if message != "probe.batch_size":  # known gap: checked against the loaded data, in the run
-        assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
-    assert done.returncode == 2, (done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
+def test_bad_run_options_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONFUSION_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setenv("CONFUSION_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a login node without GPUs
+    assert cli.main(args) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
 
 
 def test_plot_names_a_corrupt_record_and_draws_the_rest(tmp_path):
