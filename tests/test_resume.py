@@ -96,25 +96,24 @@ def test_unreadable_or_planted_checkpoint_restarts_the_run_and_runs_no_code(tmp_
     import torch
 
     args = ["run", "optim.epochs=2", "probe.pairs=2", "threads=1"]
-    reference = run_cli([*args, "records_root=outputs/reference"], tmp_path)
-    assert reference.returncode == 0, reference.stderr
+    root = tmp_path / "outputs"
+    first = run_cli(args, tmp_path)
+    assert first.returncode == 0, first.stderr
+    reference = comparable(root)
+    (run_dir,) = records.run_dirs(root)
     marker = tmp_path / "payload_ran"
-    for name, plant in (("truncated", lambda path: path.write_bytes(b"PK\x03\x04 not a checkpoint")),
-                        ("pickle", lambda path: torch.save({"model": Payload(marker)}, path))):
-        root = tmp_path / "outputs" / name
-        first = run_cli([*args, f"records_root={root}"], tmp_path)
-        assert first.returncode == 0, first.stderr
-        (run_dir,) = records.run_dirs(root)
+    for plant in (lambda path: path.write_bytes(b"PK\x03\x04 not a checkpoint"),
+                  lambda path: torch.save({"model": Payload(marker)}, path)):
         meta = json.loads((run_dir / "run.json").read_text())
         records.write_json(run_dir / "run.json", {**meta, "status": "running"})  # as if killed
         plant(run_dir / records.CHECKPOINT)
-        again = run_cli([*args, f"records_root={root}"], tmp_path)
+        again = run_cli(args, tmp_path)
         assert again.returncode == 0, again.stderr
         assert "is unreadable" in again.stderr and "restarting this run from scratch" in again.stderr
         assert "resuming" not in again.stdout
         assert not marker.exists(), "a planted checkpoint must never run code"
         assert records.run_dirs(root) == [run_dir]
-        pd.testing.assert_frame_equal(comparable(root), comparable(tmp_path / "outputs/reference"))
+        pd.testing.assert_frame_equal(comparable(root), reference)
 
 
 def test_resuming_on_another_device_type_is_one_line_and_leaves_the_run_resumable(tmp_path):
