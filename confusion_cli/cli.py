@@ -74,11 +74,13 @@ def compose(overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     plain = [o for o in overrides if not _is_sweep_override(o)]
-    _check_keys(overrides, hydra_compose, initialize_config_module)
+    if any(o.startswith("+") and o.split("=", 1)[0].lstrip("+") not in GROUPS for o in overrides):
+        _check_keys(overrides, hydra_compose, initialize_config_module)  # Hydra would add the key
     try:
         with initialize_config_module("confusion_cli.configs", version_base=None):
             return hydra_compose("config", overrides=plain, return_hydra_config=True)
     except HydraException as exc:
+        _check_keys(overrides, hydra_compose, initialize_config_module)  # a mistyped key: name it
         raise ConfusionError(_explain_hydra_error(exc, overrides)) from None
     except OmegaConfBaseException as exc:
         raise ConfusionError(f"bad override: {str(exc).splitlines()[0]}") from None

@@ -65,6 +65,14 @@ def atomic_write(path: Path, write, binary: bool = False) -> None:
     fsync_directory(path.parent)
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line to ``path`` (created if missing, never through a link): a single short
+    O_APPEND write, so lines from concurrent writers stay whole."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a") as f:
+        f.write(f"{line}\n")
+
+
 def fsync_directory(directory: Path) -> None:
     """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
     try:

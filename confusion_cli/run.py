@@ -63,6 +63,11 @@ def provenance(device: torch.device) -> dict[str, Any]:
                          "hydra": hydra.__version__, "cuda": torch.version.cuda}}
 
 
+def _open_lock_file(path: Path) -> int:
+    """A descriptor of the lock file ``path`` (created if missing, never through a link)."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+
+
 @contextmanager
 def run_lock(run_dir: Path):
     """An exclusive lock on ``run_dir`` held while this process runs there.
@@ -70,7 +75,7 @@ def run_lock(run_dir: Path):
     The operating system drops it when the process dies, however it dies, so a held lock
     means a live run; yields False (and holds nothing) when another process has it.
     """
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    fd = _open_lock_file(run_dir / LOCK)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -113,9 +118,7 @@ def mark_finished(status: str) -> None:
         return
     hc = HydraConfig.get()
     log = Path(hc.sweep.dir) / "finished.log"
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "a") as f:
-        f.write(f"{hc.job.num} {status}\n")
+    records.append_line(log, f"{hc.job.num} {status}")
     done = len(log.read_text().splitlines())
     print(f"sweep progress: {done}/{sweep_total()} runs finished", flush=True)
 
@@ -146,10 +149,7 @@ class RunRecorder:
         """Append ``line`` to the run's log, run.log: what the console showed for this run,
         across resumes, with UTC times (opened without following a link)."""
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        fd = os.open(self.dir / records.RUN_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
-                     0o644)
-        with os.fdopen(fd, "a") as f:
-            f.write(f"{stamp} {line}\n")
+        records.append_line(self.dir / records.RUN_LOG, f"{stamp} {line}")
 
     def set_status(self, status: str, **extra: Any) -> None:
         self.meta.update(status=status, **extra)
@@ -249,7 +249,9 @@ def execute(cfg: DictConfig) -> str:
             if how == "new":
                 records.write_json(run_dir / records.RUN_JSON, {"status": "running",
                                                                 "config_hash": cfg_hash})
-        return _execute_locked(cfg, cfg_hash, run_dir, how, prefix)
+        device = resolve_device(cfg.device)
+        with backend(cfg, device):
+            return _run(cfg, cfg_hash, run_dir, how, prefix, device)
 
 
 @contextmanager
@@ -258,7 +260,7 @@ def claim_lock(root: Path, cfg_hash: str):
     is held for milliseconds). See the README on locks on network filesystems."""
     claims = root / ".claims"
     claims.mkdir(parents=True, exist_ok=True)
-    fd = os.open(claims / f"{cfg_hash}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    fd = _open_lock_file(claims / f"{cfg_hash}.lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -267,15 +269,10 @@ def claim_lock(root: Path, cfg_hash: str):
         os.close(fd)
 
 
-def _execute_locked(cfg, cfg_hash, run_dir: Path, how: str, prefix: str) -> str:
-    device = resolve_device(cfg.device)
-    with backend(cfg, device):
-        return _run(cfg, cfg_hash, run_dir, how, prefix, device)
-
-
 def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.device) -> str:
     state = read_checkpoint(run_dir, prefix) if how == "resume" else None
-    if how == "resume" and state is None:
+    unreadable = how == "resume" and state is None
+    if unreadable:
         how = "restart"
     started_on = (state or {}).get("device_type", device.type)
     if started_on != device.type:  # random-generator states are per device type
@@ -290,7 +287,7 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
             **provenance(device)}
     recorder = RunRecorder(run_dir, cfg, meta, resume=how == "resume")
     recorder.set_status("running")
-    if how == "restart" and (run_dir / records.CHECKPOINT).is_file():
+    if unreadable:
         recorder.log("restarting from scratch: the checkpoint was unreadable")
     try:
         dataset = data.load(cfg.dataset, cfg.data_dir, device)
