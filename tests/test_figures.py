@@ -286,7 +286,7 @@ def test_runs_outside_a_sweep_are_recognised_by_what_varies(tmp_path):
 def test_a_registered_figure_runs_for_its_sweep_only(tmp_path, monkeypatch):
     depth_sweep(tmp_path / "runs", sweep="custom")
     calls = []
-    monkeypatch.setattr(figures, "FIGURES", dict(figures.FIGURES))
+    monkeypatch.setattr(figures.registry, "FIGURES", dict(figures.FIGURES))
     figures.register("custom")(lambda frame, out: calls.append(set(frame["sweep.name"])) or [])
     figures.register("other")(lambda frame, out: calls.append("other") or [])
     figures.plot_all(records.load(tmp_path / "runs"), tmp_path / "fig")
@@ -299,7 +299,54 @@ def test_a_failing_figure_warns_and_the_others_are_drawn(tmp_path, monkeypatch):
     def broken(frame, out):
         raise KeyError("model.depth")
 
-    monkeypatch.setattr(figures, "FIGURES", {"depth": broken})
+    monkeypatch.setattr(figures.registry, "FIGURES", {"depth": broken})
     with pytest.warns(figures.FigureWarning, match="depth"):
         paths = figures.plot_all(records.load(tmp_path / "runs"), tmp_path / "fig")
     assert {p.stem for p in paths} == {"curves"}
+
+
+# -- probes on a finer schedule than once per epoch ---------------------------------------------
+def add_step_rows(run_dir, every=2):
+    """Mid-epoch probe events as a finer probe schedule records them (10 steps per epoch, as
+    ``write_run``): float epoch, step, lr, batch_loss and probe columns, the per-epoch metrics NaN."""
+    metrics = read(run_dir / records.METRICS)
+    steps = [s for s in range(1, 10 * int(metrics["epoch"].max())) if s % 10 and s % every == 0]
+    rows = pd.DataFrame({"epoch": [s / 10 for s in steps], "step": steps, "lr": metrics["lr"].iloc[0],
+                         "batch_loss": [2.0 / (1 + s) for s in steps],
+                         "min_cos": [-0.01 * s for s in steps], "q05_cos": [0.2 - 0.01 * s for s in steps],
+                         "min_inner": [-0.001 * s for s in steps], "grad_norm": [1.0 + s for s in steps]})
+    merged = pd.concat([metrics, rows], ignore_index=True).sort_values("step", kind="stable")
+    records.write_csv(run_dir / records.METRICS, merged)
+
+
+def test_step_level_probes_get_their_figure_and_leave_the_epoch_figures_alone(tmp_path):
+    depth_sweep(tmp_path / "runs")
+    before = figures.plot_all(records.load(tmp_path / "runs"), tmp_path / "before")
+    for run_dir in (tmp_path / "runs").iterdir():
+        add_step_rows(run_dir)
+    frame = records.load(tmp_path / "runs")
+    assert (frame["epoch"] % 1 != 0).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", figures.FigureWarning)
+        after = figures.plot_all(frame, tmp_path / "after")
+    assert sorted({p.stem for p in after}) == ["curves", "fig2_depth", "probe_steps"]
+    assert (tmp_path / "after" / "probe_steps.png").is_file()
+    for path in before:  # the per-epoch figures: whole epochs only, the same numbers as before
+        if path.suffix == ".csv":
+            epochs = read(tmp_path / "after" / path.name)["epoch"].dropna()
+            assert (epochs % 1 == 0).all()
+            assert (tmp_path / "after" / path.name).read_text() == path.read_text()
+    steps = read(tmp_path / "after" / "probe_steps.csv")
+    assert set(steps["panel"]) == {"min_cos", "q05_cos", "grad_norm", "batch_loss"}
+    run = steps.query("panel == 'min_cos' and run_dir.str.endswith('_16_0.01_0')")
+    assert run["step"].tolist() == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20]  # epochs and mid-epoch
+    assert (run["x"] == run["step"] + 1).all()
+
+
+def test_no_probe_steps_figure_without_step_level_rows(tmp_path):
+    depth_sweep(tmp_path / "runs")
+    assert figures.probe_steps_figure(records.load(tmp_path / "runs"), tmp_path / "fig") == []
+    for run_dir in (tmp_path / "runs").iterdir():
+        add_step_rows(run_dir, every=5)  # steps 5 and 15: two mid-epoch probes are not a schedule
+    assert figures.probe_steps_figure(records.load(tmp_path / "runs"), tmp_path / "fig") == []
+    assert not (tmp_path / "fig").exists()
