@@ -279,6 +279,19 @@ def _corrupt_detail(name: str, spec: DatasetSpec, root: Path, err: Exception) ->
     return " ".join(f"{type(err).__name__}: {err}".split())[:200]
 
 
+def validate(cfg: Any, data_dir: str | os.PathLike) -> int:
+    """Check the dataset config before a run (a known name, files on disk) and return the number
+    of training examples the run will have, without loading them."""
+    name = str(_opt(cfg, "name", "digits"))
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
+    ensure_available(cfg, data_dir)
+    spec = DATASETS[name]
+    full = int(_opt(cfg, "n_train", 256)) if spec.source == "synthetic" else spec.sizes[0]
+    size = _opt(cfg, "train_size", None)
+    return full if size is None else min(int(size), full)
+
+
 def ensure_available(cfg: Any, data_dir: str | os.PathLike) -> None:
     """Raise DataError (one line, with the fix) unless dataset `cfg.name` is on disk or downloadable.
 

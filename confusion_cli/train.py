@@ -1,33 +1,37 @@
-"""The SGD loop: one object holding model, optimizer and RNG state; yields per-epoch records.
+"""The SGD loop: model, optimizer, random generators and probes; yields records, writes no file.
 
-No file I/O here: ``run.py`` writes what this yields. Data stay on the training device; a
-batch is an index into the resident tensors (no DataLoader, no per-image Python), and the
-loss is read back to the host once per epoch, not per step.
+Data stay on the training device; a batch is an index into the resident tensors (no
+DataLoader, no per-image Python), and the loss is read back to the host once per epoch, not per
+step. ``run.py`` writes what ``Trainer.run`` yields and runs it inside ``backend.backend``
+(threads, TF32, cuDNN flags set for the run and restored after).
 
 Conventions recorded with every run:
 - ``train_loss`` / ``train_acc`` at epoch e >= 1 are means over that epoch's SGD mini-batches
   (what SGD saw, augmented if augmentation is on); at epoch 0 (initialization) they come from
   one pass over the training set in eval mode.
-- The confusion probe runs after the epoch's last step, with BatchNorm in ``probe.bn_mode``
-  (see probes.bn_convention; running statistics untouched),
-  with TF32 off, from its own random generator, so probing never changes the training path.
+- The probes run at the events of their Schedule (after an epoch's last step, or after a given
+  step), with BatchNorm in ``probe.bn_mode`` (see probes.bn_convention; running statistics
+  untouched), with TF32 off, from their own random generator, so probing never changes the
+  training path. A probe between two steps of an epoch is a row of its own: a fractional
+  ``epoch``, its ``step``, ``lr``, the ``batch_loss`` of that step's mini-batch and the probes'
+  columns; evaluation happens only at epoch ends.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import probes
+from .backend import exact_matmul
 from .data import Data, augment_batch
 from .errors import ConfusionError
 from .models import build_model
@@ -44,79 +48,53 @@ def loss_for(task: str):
     return F.cross_entropy if task == "classification" else regression_loss
 
 
-def check_device(name: str) -> None:
-    """A one-line ConfusionError unless ``name`` (auto, cpu, cuda, cuda:N) names a device here."""
-    if name in ("auto", "cpu"):
-        return
-    kind, _, index = name.partition(":")
-    if kind != "cuda" or (index and not index.isdigit()):
-        raise ConfusionError(f"unknown device '{name}': choose auto (CUDA when present, else CPU), "
-                             "cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise ConfusionError(f"device={name} but no CUDA GPU is visible here: use device=cpu, or "
-                             "device=auto on a node that may have one")
-    if index and int(index) >= torch.cuda.device_count():
-        raise ConfusionError(f"device={name} but this node has {torch.cuda.device_count()} CUDA "
-                             f"GPU(s), numbered from 0: pick one below that")
+def check_optim(optim: Any) -> None:
+    """A one-line ConfusionError for an optimizer setting SGD cannot run with."""
+    if not (isinstance(optim.lr, (int, float)) and math.isfinite(optim.lr) and optim.lr > 0):
+        raise ConfusionError(f"optim.lr must be a positive number, got {optim.lr}")
+    for key in ("batch_size", "epochs"):
+        if not isinstance(optim[key], int) or optim[key] < (1 if key == "batch_size" else 0):
+            raise ConfusionError(f"optim.{key} must be a positive integer, got {optim[key]}")
+    for key in ("momentum", "weight_decay"):
+        if not (isinstance(optim[key], (int, float)) and optim[key] >= 0):
+            raise ConfusionError(f"optim.{key} must be a number >= 0, got {optim[key]!r}")
+    if not (isinstance(optim.gamma, (int, float)) and optim.gamma > 0):
+        raise ConfusionError(f"optim.gamma must be a positive number, got {optim.gamma!r}")
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in optim.milestones or []):
+        raise ConfusionError(f"optim.milestones must be a list of positive epoch numbers, got "
+                             f"{list(optim.milestones)!r}")
+    steps = optim.get("max_steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
+        raise ConfusionError(f"optim.max_steps must be a non-negative integer or null, got {steps!r}")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    check_device(name)
-    return torch.device(name)
+class Event(NamedTuple):
+    """One row of metrics.csv with its probe samples. ``epoch_end``: the row closes an epoch (a
+    checkpoint may follow); ``diverged``: the training loss is no longer finite (the last event)."""
 
-
-@contextlib.contextmanager
-def exact_matmul(device: torch.device):
-    """Turn TF32 off (matmul and cuDNN) for the duration: gradient statistics stay float32."""
-    if device.type != "cuda":
-        yield
-        return
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
-@contextlib.contextmanager
-def backend(cfg, device: torch.device):
-    """A run's backend settings for the duration, the process's previous ones restored after:
-    the CPU thread count (``cfg.threads``) and, on CUDA, TF32 for matmuls and convolutions
-    (``cfg.tf32``) and deterministic vs benchmarked cuDNN kernels (``cfg.deterministic``)."""
-    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = (torch.get_num_threads(), cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark,
-             cudnn.deterministic)
-    try:
-        if cfg.get("threads"):
-            torch.set_num_threads(cfg.threads)
-        if device.type == "cuda":
-            cuda.allow_tf32 = cudnn.allow_tf32 = bool(cfg.tf32)
-            cudnn.benchmark = not cfg.deterministic
-            cudnn.deterministic = bool(cfg.deterministic)
-        yield
-    finally:
-        torch.set_num_threads(saved[0])
-        cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic = saved[1:]
+    row: dict[str, float]
+    samples: dict[str, torch.Tensor]
+    diverged: bool
+    epoch_end: bool
 
 
 class Trainer:
     """Plain SGD (optionally momentum, weight decay, step milestones) on device-resident data.
 
-    Backend flags (threads, TF32, cuDNN) are not the Trainer's: run it inside ``backend``."""
+    Takes the model, the data, the ``optim`` settings and the probes with their schedule; backend
+    flags (threads, TF32, cuDNN) are not the Trainer's. ``Trainer.from_config`` builds one from a
+    run's whole config.
+    """
 
-    def __init__(self, cfg, data: Data, device: torch.device):
-        self.cfg, self.data, self.device = cfg, data, device
-        optim = cfg.optim
-        torch.manual_seed(cfg.seed)  # model initialisation
-        self.model: nn.Module = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-        if device.type == "cuda" and cfg.channels_last and len(data.input_shape) == 3:
-            self.model = self.model.to(memory_format=torch.channels_last)
+    def __init__(self, model: nn.Module, data: Data, optim: Any, *, seed: int, device: torch.device,
+                 probe_list: Sequence[probes.Probe] = (), schedule: probes.Schedule | None = None,
+                 probe_augment: bool = False, eval_batch_size: int = 1000, compile: bool = False):
+        self.model, self.data, self.optim, self.device = model, data, optim, device
+        self.probes, self.schedule = list(probe_list), schedule or probes.Schedule()
+        self.eval_batch_size = eval_batch_size
         self.loss_fn = loss_for(data.task)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=optim.lr,
-                                         momentum=optim.momentum, weight_decay=optim.weight_decay)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
+                                         weight_decay=optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(optim.milestones or []), gamma=optim.gamma)
         # Plain SGD (the paper's protocol) is applied inside the backward pass: each parameter
@@ -137,10 +115,15 @@ class Trainer:
                 if (owner := trainer()) is not None:
                     owner._sgd_update(param)
 
-            for param in self.model.parameters():
+            for param in model.parameters():
                 param.register_post_accumulate_grad_hook(sgd_update)
-        self.generator = torch.Generator(device).manual_seed(cfg.seed)
-        self.probe_generator = torch.Generator(device).manual_seed(cfg.seed + PROBE_SEED_OFFSET)
+        self.generator = torch.Generator(device).manual_seed(seed)
+        self.probe_generator = torch.Generator(device).manual_seed(seed + PROBE_SEED_OFFSET)
+        augment = None
+        if data.augment and probe_augment:
+            augment = lambda x: augment_batch(x, self.probe_generator)  # noqa: E731
+        self.probe_context = probes.ProbeContext(model, self.loss_fn, data.x_train, data.y_train,
+                                                 self.probe_generator, augment)
         n = data.x_train.shape[0]
         self.batch_size = n if optim.full_batch else min(optim.batch_size, n)
         self.steps_per_epoch = n // self.batch_size
@@ -148,7 +131,22 @@ class Trainer:
         self.step = 0
         self.init_recorded = False  # the epoch-0 record (initialization) has been yielded
         # torch.compile'd forward for training only; probes and evaluation use the plain module
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = torch.compile(model) if compile else model
+
+    @classmethod
+    def from_config(cls, cfg: Any, data: Data, device: torch.device) -> Trainer:
+        """The Trainer of a run's config: the model initialised from ``cfg.seed``, the probes of
+        ``cfg.probe`` and ``cfg.extra_probes`` at the schedule ``cfg.probe.schedule``."""
+        torch.manual_seed(cfg.seed)  # model initialisation
+        model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+        if device.type == "cuda" and cfg.channels_last and len(data.input_shape) == 3:
+            model = model.to(memory_format=torch.channels_last)
+        probe = cfg.probe
+        schedule = probes.Schedule.parse(probe.get("schedule", "epoch"), probe.every, probe.at_init)
+        return cls(model, data, cfg.optim, seed=cfg.seed, device=device,
+                   probe_list=probes.build(probe, cfg.get("extra_probes")), schedule=schedule,
+                   probe_augment=bool(probe.augment), eval_batch_size=cfg.eval_batch_size,
+                   compile=cfg.compile)
 
     # -- state, for checkpoints ------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -167,16 +165,72 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.init_recorded = state["init_recorded"]
 
-    # -- one epoch of SGD ------------------------------------------------------------------
-    def _sgd_update(self, param: torch.Tensor) -> None:
-        """Post-accumulate-grad hook: the plain SGD update of one parameter during a step."""
-        if not self._in_step:
-            return
-        with torch.no_grad():
-            param.add_(param.grad, alpha=-self.optimizer.param_groups[0]["lr"])
-        param.grad = None
+    # -- the loop, top to bottom -----------------------------------------------------------
+    def run(self) -> Iterator[Event]:
+        """Yield the initialization row (epoch 0), then, epoch by epoch, any step-level probe
+        rows and the epoch's row. Stops after the epoch whose training loss is NaN or infinite
+        (``diverged``), at ``optim.epochs`` or at ``optim.max_steps``. Resumes from
+        ``self.epoch`` when loaded from a checkpoint."""
+        if not self.init_recorded:
+            start = time.perf_counter()
+            loss, acc = self.evaluate(self.data.x_train, self.data.y_train)
+            row, samples = self.record({"train_loss": loss, "train_acc": acc})
+            row["epoch_seconds"] = time.perf_counter() - start
+            self.init_recorded = True
+            yield Event(row, samples, not math.isfinite(loss), True)
+        while self.epoch < self.optim.epochs and not self.out_of_steps():
+            start = time.perf_counter()
+            step_events: list[Event] = []
+            train_stats = self.train_epoch(step_events)
+            yield from step_events
+            row, samples = self.record(train_stats)
+            row["epoch_seconds"] = time.perf_counter() - start
+            diverged = not math.isfinite(train_stats["train_loss"])
+            yield Event(row, samples, diverged, True)
+            if diverged:
+                return
 
-    def _sgd_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def out_of_steps(self) -> bool:
+        return self.optim.max_steps is not None and self.step >= self.optim.max_steps
+
+    def train_epoch(self, step_events: list[Event] | None = None) -> dict[str, float]:
+        """One pass of SGD over a fresh permutation of the training set (last partial batch
+        dropped); returns the epoch's mean training loss and accuracy, and appends the
+        step-level probe rows the schedule asks for to ``step_events`` (none if it is None).
+
+        The hot loop is a gather by index and the step: each step's loss and output are kept
+        (as device tensors) and reduced once, after the last step, with one read to the host.
+        """
+        self.model.train()
+        data, bs = self.data, self.batch_size
+        order = torch.randperm(data.x_train.shape[0], generator=self.generator, device=self.device)
+        steps = self.steps_per_epoch
+        if self.optim.max_steps is not None:
+            steps = max(0, min(steps, self.optim.max_steps - self.step))
+        losses, outputs = [], []
+        for i in range(steps):
+            idx = order[i * bs:(i + 1) * bs]
+            x = data.x_train.index_select(0, idx)
+            if data.augment:
+                x = augment_batch(x, self.generator)
+            loss, output = self.sgd_step(x, data.y_train.index_select(0, idx))
+            losses.append(loss)
+            outputs.append(output)
+            self.step += 1
+            if step_events is not None and i + 1 < steps and self.schedule.at_step(self.step):
+                step_events.append(self.step_event(loss, fraction=(i + 1) / self.steps_per_epoch))
+        with warnings.catch_warnings():  # updates made in backward never call optimizer.step()
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            self.scheduler.step()
+        self.epoch += 1
+        if not steps:
+            return {"train_loss": math.nan, "train_acc": math.nan}
+        loss_sum = torch.stack(losses).double().sum()
+        correct = self._correct(torch.cat(outputs), data.y_train[order[:steps * bs]])
+        stats = torch.stack([loss_sum / steps, correct.double() / (steps * bs)]).tolist()
+        return {"train_loss": stats[0], "train_acc": self._acc(stats[1])}
+
+    def sgd_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step on (x, y); returns the detached loss and output (no host sync)."""
         output = self.forward(x)
         loss = self.loss_fn(output, y)
@@ -192,45 +246,19 @@ class Trainer:
             self.optimizer.step()
         return loss.detach(), output.detach()
 
+    def _sgd_update(self, param: torch.Tensor) -> None:
+        """Post-accumulate-grad hook: the plain SGD update of one parameter during a step."""
+        if not self._in_step:
+            return
+        with torch.no_grad():
+            param.add_(param.grad, alpha=-self.optimizer.param_groups[0]["lr"])
+        param.grad = None
+
+    # -- measuring -------------------------------------------------------------------------
     def _correct(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.data.task != "classification":
             return torch.zeros((), device=output.device, dtype=torch.int64)
         return (output.argmax(1) == y).sum()
-
-    def train_epoch(self) -> dict[str, float]:
-        """One pass of SGD over a fresh permutation of the training set (last partial batch dropped).
-
-        The hot loop is a gather by index and the step, nothing else: each step's loss and
-        output are kept (as device tensors) and reduced to the epoch's mean loss and accuracy
-        once, after the last step, with one read back to the host.
-        """
-        self.model.train()
-        data, bs = self.data, self.batch_size
-        order = torch.randperm(data.x_train.shape[0], generator=self.generator, device=self.device)
-        max_steps = self.cfg.optim.max_steps
-        steps = self.steps_per_epoch
-        if max_steps is not None:
-            steps = max(0, min(steps, max_steps - self.step))
-        losses, outputs = [], []
-        for i in range(steps):
-            idx = order[i * bs:(i + 1) * bs]
-            x = data.x_train.index_select(0, idx)
-            if data.augment:
-                x = augment_batch(x, self.generator)
-            loss, output = self._sgd_step(x, data.y_train.index_select(0, idx))
-            losses.append(loss)
-            outputs.append(output)
-        self.step += steps
-        with warnings.catch_warnings():  # updates made in backward never call optimizer.step()
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-            self.scheduler.step()
-        self.epoch += 1
-        if not steps:
-            return {"train_loss": math.nan, "train_acc": math.nan}
-        loss_sum = torch.stack(losses).double().sum()
-        correct = self._correct(torch.cat(outputs), data.y_train[order[:steps * bs]])
-        stats = torch.stack([loss_sum / steps, correct.double() / (steps * bs)]).tolist()
-        return {"train_loss": stats[0], "train_acc": self._acc(stats[1])}
 
     def _acc(self, value: float) -> float:
         return value if self.data.task == "classification" else math.nan
@@ -243,7 +271,7 @@ class Trainer:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        chunk = self.cfg.eval_batch_size
+        chunk = self.eval_batch_size
         for i in range(0, x.shape[0], chunk):
             out = self.model(x[i:i + chunk])
             loss_sum += self.loss_fn(out, y[i:i + chunk]).double() * out.shape[0]
@@ -251,63 +279,37 @@ class Trainer:
         return (loss_sum / x.shape[0]).item(), self._acc(correct.item() / x.shape[0])
 
     def probe(self) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        """The gradient-confusion probe of cfg.probe, then the extra probes, at the current weights."""
+        """Every probe at the current weights, TF32 off: (scalars, samples), with the seconds taken."""
         scalars: dict[str, float] = {}
         samples: dict[str, torch.Tensor] = {}
+        start = time.perf_counter()
         with exact_matmul(self.device):
-            if self.cfg.probe.mode != "none":
-                augment = None
-                if self.data.augment and self.cfg.probe.augment:
-                    augment = lambda x: augment_batch(x, self.probe_generator)  # noqa: E731
-                scalars, samples = probes.confusion_probe(
-                    self.model, self.loss_fn, self.data.x_train, self.data.y_train,
-                    self.cfg.probe, self.probe_generator, augment=augment)
-            for name in self.cfg.extra_probes or []:
-                scalars.update(probes.run_extra(name, self))
+            for probe in self.probes:
+                more_scalars, more_samples = probe.measure(self.probe_context)
+                scalars.update(more_scalars)
+                samples.update(more_samples)
+        scalars["probe_seconds"] = time.perf_counter() - start
         return scalars, samples
 
-    def _probe_due(self) -> bool:
-        probe = self.cfg.probe
-        if self.epoch == 0:
-            return bool(probe.at_init)
-        return self.epoch % probe.every == 0 or self.epoch == self.cfg.optim.epochs
-
     def record(self, train_stats: dict[str, float]) -> tuple[dict[str, float], dict]:
-        """Evaluate and probe at the current weights: one row of metrics.csv plus pair samples."""
+        """Evaluate, and probe if the schedule says so: one epoch row of metrics.csv plus samples."""
         test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
         row = {"epoch": self.epoch, "step": self.step,
                "lr": self.optimizer.param_groups[0]["lr"], **train_stats,
                "test_loss": test_loss, "test_acc": test_acc}
         samples: dict[str, torch.Tensor] = {}
-        if self._probe_due() and math.isfinite(row["train_loss"]):
-            start = time.perf_counter()
+        last = self.epoch == self.optim.epochs
+        if self.schedule.at_epoch_end(self.epoch, self.step, last) and math.isfinite(row["train_loss"]):
             scalars, samples = self.probe()
             row.update(scalars)
-            row["probe_seconds"] = time.perf_counter() - start
         return row, samples
 
-    def epochs(self) -> Iterator[tuple[dict[str, float], dict, bool]]:
-        """Yield (metrics row, probe samples, diverged) at init (epoch 0) and after every epoch.
-
-        Stops after the epoch whose training loss is NaN or infinite (diverged = True).
-        Resumes from ``self.epoch`` when loaded from a checkpoint.
-        """
-        if not self.init_recorded:
-            start = time.perf_counter()
-            loss, acc = self.evaluate(self.data.x_train, self.data.y_train)
-            row, samples = self.record({"train_loss": loss, "train_acc": acc})
-            row["epoch_seconds"] = time.perf_counter() - start
-            self.init_recorded = True
-            yield row, samples, not math.isfinite(loss)
-        while self.epoch < self.cfg.optim.epochs:
-            max_steps = self.cfg.optim.max_steps
-            if max_steps is not None and self.step >= max_steps:
-                return
-            start = time.perf_counter()
-            train_stats = self.train_epoch()
-            row, samples = self.record(train_stats)
-            row["epoch_seconds"] = time.perf_counter() - start
-            diverged = not math.isfinite(train_stats["train_loss"])
-            yield row, samples, diverged
-            if diverged:
-                return
+    def step_event(self, loss: torch.Tensor, fraction: float) -> Event:
+        """A probe between two steps of an epoch: a row at the fractional epoch it falls on."""
+        row = {"epoch": self.epoch + fraction, "step": self.step,
+               "lr": self.optimizer.param_groups[0]["lr"], "batch_loss": loss.item()}
+        samples: dict[str, torch.Tensor] = {}
+        if math.isfinite(row["batch_loss"]):
+            scalars, samples = self.probe()
+            row.update(scalars)
+        return Event(row, samples, False, False)

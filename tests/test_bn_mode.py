@@ -8,7 +8,7 @@ import torch
 from fakes import run_cli
 from omegaconf import OmegaConf, open_dict
 
-from confusion_cli import cli, data, probes, records
+from confusion_cli import config, data, probes, records
 from confusion_cli.probes.naive import bn_mode, flat_gradient
 from confusion_cli.train import Trainer
 
@@ -16,13 +16,13 @@ BN_SKIP_MLP = ["model=mlp", "model.depth=3", "model.width=16", "model.batch_norm
 
 
 def trainer_for(overrides: list[str]) -> Trainer:
-    cfg = cli.compose([*BN_SKIP_MLP, "optim.epochs=2", "optim.batch_size=32", "probe.pairs=3",
+    cfg = config.compose([*BN_SKIP_MLP, "optim.epochs=2", "optim.batch_size=32", "probe.pairs=3",
                        "probe.batches=4", "probe.examples=8", "probe.batch_size=16",
                        "dataset.train_size=256", "dataset.test_size=64", *overrides])
     with open_dict(cfg):
         del cfg["hydra"]
-    cli.validate(OmegaConf.merge(cfg, {"records_root": "."}))
-    return Trainer(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+    config.validate(OmegaConf.merge(cfg, {"records_root": "."}))
+    return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("batch_norm", ["true", "false"])
@@ -33,7 +33,7 @@ def test_train_mode_gradient_is_the_training_step_gradient(batch_norm):
     trainer = trainer_for([f"model.batch_norm={batch_norm}"])
     model = trainer.model
     x, y = trainer.data.x_train[:32], trainer.data.y_train[:32]
-    list(trainer.epochs())  # trained weights and running statistics, away from initialisation
+    list(trainer.run())  # trained weights and running statistics, away from initialisation
     with bn_mode(model, "train"):
         probe_gradient = flat_gradient(model, trainer.loss_fn, x, y)
     with bn_mode(model, "eval"):
@@ -43,7 +43,7 @@ def test_train_mode_gradient_is_the_training_step_gradient(batch_norm):
                for name, p in model.named_parameters()]
     before = [p.detach().clone() for p in model.parameters()]
     model.train()
-    trainer._sgd_step(x, y)
+    trainer.sgd_step(x, y)
     for handle in handles:
         handle.remove()
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters())), "the step updated"
@@ -54,7 +54,7 @@ def test_train_mode_gradient_is_the_training_step_gradient(batch_norm):
 
 def metric_rows(trainer: Trainer) -> tuple[list[dict], dict[str, torch.Tensor]]:
     training = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
-    rows = [{k: row[k] for k in training} for row, _, _ in trainer.epochs()]
+    rows = [{k: row[k] for k in training} for row, _, _, _ in trainer.run()]
     return rows, trainer.model.state_dict()
 
 
@@ -75,7 +75,7 @@ def test_records_and_weights_are_identical_with_and_without_probing():
 def test_defaults_and_the_recorded_convention(tmp_path):
     """Mini-batch probes default to train mode, per_example to eval; run.json says which."""
     for probe, mode in (("minibatch_pairs", "train"), ("all_pairs", "train"), ("per_example", "eval")):
-        cfg = cli.compose([f"probe={probe}"])
+        cfg = config.compose([f"probe={probe}"])
         assert cfg.probe.bn_mode == mode
     done = run_cli(["run", *BN_SKIP_MLP, "optim.epochs=1", "probe.pairs=2",
                     "probe=minibatch_pairs,per_example"], tmp_path)

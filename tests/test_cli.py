@@ -98,7 +98,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     (["run", "eval_batch_size=0"], "eval_batch_size must be a positive integer"),
     (["run", "eval_batch_size=-1"], "eval_batch_size must be a positive integer"),
     (["run", "probe=all_pairs", "probe.chunk_size=0"], "probe.chunk_size"),
-    (["run", "hessian.iters=0"], "hessian.iters"),
+    (["run", "extra_probes.hessian.iters=0"], "extra_probes.hessian.iters"),
     (["run", "optim.momentum=-1"], "optim.momentum must be a number >= 0"),
     (["run", "optim.milestones=[abc]"], "optim.milestones"),
     (["run", "optim.max_steps=-3"], "optim.max_steps"),

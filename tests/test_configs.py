@@ -6,16 +6,16 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from confusion_cli import cli, models
+from confusion_cli import config, models
 
-SCALES = cli.options("scale")
-SWEEPS = cli.options("sweep")
+SCALES = config.options("scale")
+SWEEPS = config.options("sweep")
 
 
 @pytest.mark.parametrize("group", ["dataset", "model", "optim", "probe", "scale"])
 def test_every_group_option_composes(group):
-    for option in cli.options(group):
-        cfg = cli.compose([f"{group}={option}"])
+    for option in config.options(group):
+        cfg = config.compose([f"{group}={option}"])
         task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         OmegaConf.to_container(task, resolve=True)  # every interpolation resolves
         assert cfg.hydra.mode is None  # a plain run, not a sweep
@@ -24,10 +24,10 @@ def test_every_group_option_composes(group):
 @pytest.mark.parametrize("sweep", SWEEPS)
 @pytest.mark.parametrize("scale", SCALES)
 def test_every_sweep_composes_at_every_scale(sweep, scale):
-    cfg = cli.compose([f"+sweep={sweep}", f"scale={scale}"])
+    cfg = config.compose([f"+sweep={sweep}", f"scale={scale}"])
     assert str(cfg.hydra.mode).endswith("MULTIRUN")
     assert cfg.sweep.name == sweep
-    sizes = cli.plan_sweep(cfg.hydra, [])
+    sizes = config.plan_sweep(cfg.hydra, [])
     assert "seed" in sizes and math.prod(sizes.values()) >= 1
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
     for key, values in params.items():  # every architecture in the grid is a valid model
@@ -38,19 +38,19 @@ def test_every_sweep_composes_at_every_scale(sweep, scale):
 
 
 def test_paper_scale_is_the_papers_protocol():
-    cfg = cli.compose(["+sweep=depth", "scale=paper"])
+    cfg = config.compose(["+sweep=depth", "scale=paper"])
     assert cfg.optim.epochs == 200 and list(cfg.optim.milestones) == [80, 160]
     assert cfg.optim.batch_size == 128 and cfg.optim.momentum == 0 and cfg.optim.weight_decay == 0
     assert cfg.probe.pairs == 100 and cfg.probe.batch_size == 128
-    sizes = cli.plan_sweep(cfg.hydra, [])
+    sizes = config.plan_sweep(cfg.hydra, [])
     assert sizes == {"seed": 5, "model.depth": 5, "optim.lr": 5}
     assert cfg.model.name == "cnn" and cfg.model.width == 2 and not cfg.model.batch_norm
 
 
 def test_command_line_sweeps_override_the_grid():
-    cfg = cli.compose(["+sweep=width", "scale=smoke"])
-    assert cli.plan_sweep(cfg.hydra, ["seed=0,1,2"])["seed"] == 3
-    pinned = cli.plan_sweep(cfg.hydra, ["model.width=4", "optim.lr=0.1", "probe.pairs=3"])
+    cfg = config.compose(["+sweep=width", "scale=smoke"])
+    assert config.plan_sweep(cfg.hydra, ["seed=0,1,2"])["seed"] == 3
+    pinned = config.plan_sweep(cfg.hydra, ["model.width=4", "optim.lr=0.1", "probe.pairs=3"])
     assert pinned["model.width"] == 1 and pinned["optim.lr"] == 1 and "probe.pairs" not in pinned
 
 
@@ -63,5 +63,5 @@ def test_a_pinned_grid_parameter_counts_one_run_per_value(tmp_path):
 
 
 def test_schema_check_leaves_hydra_groups_and_keys_to_hydra():
-    cfg = cli.compose(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+sweep=linreg", "scale=smoke"])
+    cfg = config.compose(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+sweep=linreg", "scale=smoke"])
     assert cfg.hydra.launcher.n_jobs == 2

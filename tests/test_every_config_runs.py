@@ -8,7 +8,7 @@ import torch
 from fakes import write_dataset
 from omegaconf import OmegaConf, open_dict
 
-from confusion_cli import cli, data
+from confusion_cli import config, data
 from confusion_cli.train import Trainer
 
 TINY = ["optim.epochs=1", "optim.batch_size=16", "probe.pairs=2", "probe.batches=3",
@@ -17,19 +17,19 @@ TORCHVISION = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
 def tiny_run(overrides: list[str], data_dir) -> list[dict]:
-    cfg = cli.compose([*overrides, *TINY, f"data_dir={data_dir}"])
+    cfg = config.compose([*overrides, *TINY, f"data_dir={data_dir}"])
     with open_dict(cfg):
         del cfg["hydra"]
-    cli.validate(OmegaConf.merge(cfg, {"records_root": str(data_dir)}))
+    config.validate(OmegaConf.merge(cfg, {"records_root": str(data_dir)}))
     dataset = data.load(cfg.dataset, cfg.data_dir, "cpu")
-    trainer = Trainer(cfg, dataset, torch.device("cpu"))
-    rows = [row for row, _, diverged in trainer.epochs() if not diverged]
+    trainer = Trainer.from_config(cfg, dataset, torch.device("cpu"))
+    rows = [row for row, _, diverged, _ in trainer.run() if not diverged]
     assert [r["epoch"] for r in rows] == [0, 1]
     return rows
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in ("dataset", "model", "probe", "scale", "optim")
-                                           for o in cli.options(g)])
+                                           for o in config.options(g)])
 def test_every_option_trains_and_probes(tmp_path, no_md5, group, option):
     overrides = [f"{group}={option}"]
     if group == "dataset" and option in TORCHVISION:

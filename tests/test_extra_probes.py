@@ -8,10 +8,9 @@ from omegaconf import open_dict
 from torch import nn
 from torch.func import functional_call
 
-from confusion_cli import cli, data
+from confusion_cli import config, data, probes
 from confusion_cli.errors import ConfusionError
 from confusion_cli.models import MLP
-from confusion_cli.probes.extra import EXTRA_PROBES, run_extra
 from confusion_cli.probes.hessian import lanczos_top_eigenvalues, top_hessian_eigenvalues
 from confusion_cli.probes.rank import effective_rank, numerical_rank, rank_stats
 from confusion_cli.train import Trainer
@@ -102,11 +101,12 @@ def test_hessian_top_eigenvalues_match_the_explicit_hessian(loss):
 
 
 def make_trainer(overrides: list[str]) -> Trainer:
-    cfg = cli.compose(["probe=none", "optim.epochs=1", "dataset.train_size=256", "hessian.examples=32",
-                       "hessian.iters=8", *overrides])
+    cfg = config.compose(["probe=none", "optim.epochs=1", "dataset.train_size=256",
+                          "extra_probes=[rank,hessian,grad_norm]", "extra_probes.hessian.examples=32",
+                          "extra_probes.hessian.iters=8", *overrides])
     with open_dict(cfg):
         del cfg["hydra"]
-    return Trainer(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
+    return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
 
 
 @pytest.mark.parametrize("model", [["model.depth=2", "model.width=32"],
@@ -120,26 +120,30 @@ def test_extra_probes_leave_model_grads_and_modes_unchanged(model):
     for p in net.parameters():
         p.grad = torch.full_like(p, 0.5)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    for name in EXTRA_PROBES:
-        scalars = run_extra(name, trainer)
-        assert scalars and all(math.isfinite(v) for v in scalars.values())
+    assert sorted(p.name for p in trainer.probes) == probes.extra_names() == ["grad_norm", "hessian", "rank"]
+    for probe in trainer.probes:
+        scalars, samples = probe.measure(trainer.probe_context)
+        assert scalars and all(math.isfinite(v) for v in scalars.values()) and samples == {}
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in net.parameters())
     assert all(m.training for m in net.modules())
 
 
 def test_hessian_probe_columns_and_generator():
-    trainer = make_trainer(["model.depth=1", "model.width=16", "hessian.top_k=2"])
+    trainer = make_trainer(["model.depth=1", "model.width=16", "extra_probes.hessian.top_k=2"])
     state = trainer.probe_generator.get_state()
-    first = run_extra("hessian", trainer)
+    hessian = next(p for p in trainer.probes if p.name == "hessian")
+    first, _ = hessian.measure(trainer.probe_context)
     assert list(first) == ["hess_top1", "hess_top2"] and first["hess_top1"] >= first["hess_top2"] > 0
     trainer.probe_generator.set_state(state)
-    assert run_extra("hessian", trainer) == first  # examples and start vector from the probe generator
+    # examples and start vector come from the probe generator
+    assert hessian.measure(trainer.probe_context)[0] == first
     assert not torch.equal(trainer.probe_generator.get_state(), state)
     assert torch.equal(trainer.generator.get_state(),
-                       torch.Generator().manual_seed(trainer.cfg.seed).get_state())
+                       torch.Generator().manual_seed(0).get_state())
 
 
 def test_unknown_extra_probe_is_one_line_with_the_choices():
-    with pytest.raises(ConfusionError, match="rank, hessian"):
-        run_extra("nope", make_trainer([]))
+    cfg = config.compose([])
+    with pytest.raises(ConfusionError, match="grad_norm, hessian, rank"):
+        probes.build(cfg.probe, {"nope": {}})

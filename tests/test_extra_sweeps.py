@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from fakes import run_cli
 
-from confusion_cli import cli, records
+from confusion_cli import config, records
 
 EXTRA_SWEEPS = ("init_depth", "init_width", "init_linear", "lowrank", "gd_vs_sgd", "hessian_width")
 INIT_SWEEPS = EXTRA_SWEEPS[:3]
@@ -14,29 +14,29 @@ INIT_SWEEPS = EXTRA_SWEEPS[:3]
 @pytest.mark.parametrize("scale", ["smoke", "quick", "paper"])
 def test_theory_sweeps_probe_per_example_at_initialization_only(scale):
     for name in INIT_SWEEPS:
-        cfg = cli.compose([f"+sweep={name}", f"scale={scale}"])
+        cfg = config.compose([f"+sweep={name}", f"scale={scale}"])
         assert cfg.dataset.name == "sphere" and cfg.optim.epochs == 0
         assert cfg.probe.mode == "per_example" and cfg.probe.at_init
         assert cfg.model.init == "gaussian" or name == "init_linear"
         assert cfg.probe.examples <= cfg.dataset.n_train
-        seeds = cli.plan_sweep(cfg.hydra, [])["seed"]
+        seeds = config.plan_sweep(cfg.hydra, [])["seed"]
         assert seeds == (2 if scale == "smoke" else 20)
 
 
 def test_init_linear_compares_orthogonal_and_gaussian_linear_nets():
-    cfg = cli.compose(["+sweep=init_linear", "scale=quick"])
+    cfg = config.compose(["+sweep=init_linear", "scale=quick"])
     assert cfg.model.name == "linear" and cfg.hydra.sweeper.params["model.init"] == "orthogonal,gaussian"
 
 
 def test_training_sweeps_carry_their_extra_probes():
     expect = {"lowrank": ["rank"], "gd_vs_sgd": ["rank"], "hessian_width": ["hessian"]}
     for name, probes in expect.items():
-        cfg = cli.compose([f"+sweep={name}", "scale=quick"])
+        cfg = config.compose([f"+sweep={name}", "scale=quick"])
         assert list(cfg.extra_probes) == probes and cfg.dataset.name == "digits"
-    lowrank = cli.plan_sweep(cli.compose(["+sweep=lowrank", "scale=quick"]).hydra, [])
+    lowrank = config.plan_sweep(config.compose(["+sweep=lowrank", "scale=quick"]).hydra, [])
     assert {"optim.weight_decay", "optim.batch_size", "optim.lr"} <= set(lowrank)
-    assert "0" in cli.compose(["+sweep=lowrank"]).hydra.sweeper.params["optim.weight_decay"].split(",")
-    gd = cli.compose(["+sweep=gd_vs_sgd", "scale=quick"])
+    assert "0" in config.compose(["+sweep=lowrank"]).hydra.sweeper.params["optim.weight_decay"].split(",")
+    gd = config.compose(["+sweep=gd_vs_sgd", "scale=quick"])
     assert gd.hydra.sweeper.params["optim.full_batch"] == "false,true" and not gd.optim.milestones
 
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from confusion_cli import probes
-from confusion_cli.bench_probes import bench_probes
+from confusion_cli.bench.probes import gram_rows
 from confusion_cli.errors import ConfusionError
 from confusion_cli.models import ResidualMLP
 from confusion_cli.probes.func import vmap_per_example_gram
@@ -287,6 +287,12 @@ def test_gram_pair_statistics_takes_the_upper_triangle():
     assert stats["frac_neg_cos"] == pytest.approx((cos < 0).mean())
 
 
+def confusion_probe(model, loss_fn, x, y, cfg, generator, augment=None):
+    """The confusion probe ``cfg.mode`` measured through the probe protocol."""
+    (probe,) = probes.build(cfg, None)
+    return probe.measure(probes.ProbeContext(model, loss_fn, x, y, generator, augment))
+
+
 def probe_cfg(mode: str, **overrides):
     cfg = {"mode": mode, "pairs": 3, "batches": 4, "examples": 6, "batch_size": 4, "chunk_size": None,
            "bn_mode": "eval"}
@@ -312,7 +318,7 @@ def test_confusion_probe_changes_nothing_and_is_deterministic(mode, bn_mode):
     model(x[:6])  # BN running statistics and num_batches_tracked away from their defaults
     before, rng = snapshot(model), torch.get_rng_state()
     tracking = [m.track_running_stats for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    results = [probes.confusion_probe(model, loss_fn, x, y, probe_cfg(mode, bn_mode=bn_mode),
+    results = [confusion_probe(model, loss_fn, x, y, probe_cfg(mode, bn_mode=bn_mode),
                                       torch.Generator().manual_seed(5)) for _ in range(2)]
     after = snapshot(model)
     assert torch.equal(torch.get_rng_state(), rng)
@@ -329,7 +335,7 @@ def test_confusion_probe_changes_nothing_and_is_deterministic(mode, bn_mode):
     assert scalars == scalars_again
     assert all(torch.equal(samples[k], samples_again[k]) for k in samples)
     assert len(samples["cos"]) == {"minibatch_pairs": 3, "all_pairs": 6, "per_example": 15}[mode]
-    other, _ = probes.confusion_probe(model, loss_fn, x, y, probe_cfg(mode, bn_mode=bn_mode),
+    other, _ = confusion_probe(model, loss_fn, x, y, probe_cfg(mode, bn_mode=bn_mode),
                                       torch.Generator().manual_seed(6))
     assert other != scalars
 
@@ -337,7 +343,7 @@ def test_confusion_probe_changes_nothing_and_is_deterministic(mode, bn_mode):
 def test_per_example_probe_scalars_match_the_naive_gram():
     model, loss_fn, x, y = build("mlp", batch=12)
     cfg = probe_cfg("per_example", examples=12, chunk_size=5)
-    scalars, samples = probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator().manual_seed(0))
+    scalars, samples = confusion_probe(model, loss_fn, x, y, cfg, torch.Generator().manual_seed(0))
     index = torch.randperm(12, generator=torch.Generator().manual_seed(0))
     gram = probes.naive_per_example_gram(model, loss_fn, x[index], y[index])
     eigenvalues = np.linalg.eigvalsh(gram.numpy())
@@ -358,8 +364,8 @@ def test_minibatch_probe_uses_augment_and_draws_distinct_examples():
         return batch.flip(-1)
 
     cfg = probe_cfg("minibatch_pairs", batch_size=8)
-    plain, _ = probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator())
-    augmented, _ = probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator(), augment=augment)
+    plain, _ = confusion_probe(model, loss_fn, x, y, cfg, torch.Generator())
+    augmented, _ = confusion_probe(model, loss_fn, x, y, cfg, torch.Generator(), augment=augment)
     assert len(seen) == 6 and plain != augmented
 
     def by_first_feature(rows: torch.Tensor) -> torch.Tensor:
@@ -376,23 +382,23 @@ def test_probe_errors_are_one_line_confusion_errors():
            "unknown probe.bn_mode": probe_cfg("all_pairs", bn_mode="batch")}
     for message, cfg in bad.items():
         with pytest.raises(ConfusionError, match=message):
-            probes.confusion_probe(model, loss_fn, x, y, cfg, torch.Generator())
+            confusion_probe(model, loss_fn, x, y, cfg, torch.Generator())
 
 
 def test_train_mode_probe_differs_from_eval_mode_on_batch_norm_nets():
     """The two conventions are different measurements on a BN net (and the same without BN)."""
     for name, same in (("resnet_bn", False), ("mlp", True)):
         model, loss_fn, x, y = build(name, batch=16)
-        train, eval_ = (probes.confusion_probe(model, loss_fn, x, y, probe_cfg("all_pairs", bn_mode=m),
+        train, eval_ = (confusion_probe(model, loss_fn, x, y, probe_cfg("all_pairs", bn_mode=m),
                                                torch.Generator().manual_seed(1))[0] for m in probes.BN_MODES)
         assert (train == eval_) is same, name
 
 
 def test_bench_probes_quick_runs():
-    rows = bench_probes("cpu", quick=True)
-    assert {r["baseline"] for r in rows} == {"naive loop", "torch.func vmap (chunks of 32)", "one SGD step"}
+    rows = gram_rows("cpu", quick=True)
+    assert {r.baseline for r in rows} == {"naive loop", "torch.func vmap (chunks of 32)", "one SGD step"}
     for r in rows:
-        assert r["seconds"] > 0 and r["ratio"] == pytest.approx(r["baseline_seconds"] / r["seconds"])
+        assert r.unit == "s" and r.value > 0 and r.ratio == pytest.approx(r.baseline_value / r.value)
 
 
 PROJECT_MODELS = {

@@ -7,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from confusion_cli import records
+from confusion_cli.errors import ConfusionError
 
 
 def make_run(path, status="complete", depth=4, seed=0, losses=(2.0, 1.0)):
@@ -85,9 +86,9 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
 
 
 def test_require_records_explains_an_empty_directory(tmp_path):
-    with pytest.raises(records.ConfusionError, match="no run records"):
+    with pytest.raises(ConfusionError, match="no run records"):
         records.require_records(tmp_path)
-    with pytest.raises(records.ConfusionError, match="no such directory"):
+    with pytest.raises(ConfusionError, match="no such directory"):
         records.require_records(tmp_path / "missing")
 
 
@@ -102,7 +103,7 @@ def test_writes_never_follow_a_planted_link(tmp_path):
     import torch
     from omegaconf import OmegaConf
 
-    from confusion_cli.run import RunRecorder
+    from confusion_cli.records import RunRecorder
 
     outside = tmp_path / "outside.txt"
     outside.write_text("precious")
@@ -113,8 +114,8 @@ def test_writes_never_follow_a_planted_link(tmp_path):
     for name in names:
         (run_dir / name).symlink_to(outside)
     recorder = RunRecorder(run_dir, OmegaConf.create({"seed": 0}), {"_t0": 0.0}, resume=False)
-    recorder.add_epoch({"epoch": 0, "train_loss": 1.0}, {"cos": torch.ones(2), "inner": torch.ones(2)},
-                       {"w": torch.zeros(3)})
+    recorder.add_row({"epoch": 0, "step": 0, "train_loss": 1.0},
+                     {"cos": torch.ones(2), "inner": torch.ones(2)}, {"w": torch.zeros(3)})
     recorder.set_status("running")
     assert outside.read_text() == "precious"
     for name in (records.CHECKPOINT, records.METRICS, records.RUN_JSON, records.CONFIG):

@@ -18,7 +18,7 @@ SWEEP = ["run", "seed=0,1", "optim.epochs=15", "probe.pairs=1", "model.width=128
 def comparable(root) -> pd.DataFrame:
     """Metrics of every run under root, without timings and paths, in a stable order."""
     frame = records.load(root)
-    where = (*records.NON_SEMANTIC_KEYS, "run_dir")
+    where = (*records.hashing.NON_SEMANTIC_KEYS, "run_dir")
     keep = [c for c in frame.columns if c not in TIMING and c.split(".")[0] not in where]
     return frame[keep].sort_values(["seed", "epoch"]).reset_index(drop=True)
 

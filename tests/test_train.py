@@ -7,16 +7,16 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf, open_dict
 
-from confusion_cli import cli, data
+from confusion_cli import config, data
 from confusion_cli.train import Trainer
 
 
 def trainer(*overrides: str) -> Trainer:
-    cfg = cli.compose(["dataset.train_size=200", "dataset.test_size=50", "optim.batch_size=32",
+    cfg = config.compose(["dataset.train_size=200", "dataset.test_size=50", "optim.batch_size=32",
                        "probe=minibatch_pairs", "probe.pairs=3", "probe.batch_size=16", *overrides])
     with open_dict(cfg):
         del cfg["hydra"]
-    return Trainer(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+    return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
 
 
 def params(t: Trainer) -> list[torch.Tensor]:
@@ -87,7 +87,7 @@ def test_max_steps_stops_mid_epoch_and_counts_only_steps_taken():
     stats = t.train_epoch()
     assert t.step == 4 and math.isfinite(stats["train_loss"])
     assert 0.0 <= stats["train_acc"] <= 1.0
-    assert OmegaConf.select(t.cfg, "optim.max_steps") == 4
+    assert t.optim.max_steps == 4
 
 
 def test_an_epoch_reads_back_to_the_host_once_not_per_step(monkeypatch):
@@ -114,16 +114,16 @@ def test_a_finished_trainer_is_freed():
 
     from omegaconf import open_dict
 
-    from confusion_cli import cli, data
+    from confusion_cli import data
     from confusion_cli.train import Trainer
 
-    cfg = cli.compose(["optim.epochs=1", "probe.pairs=2", "probe.batch_size=16", "optim.batch_size=16",
+    cfg = config.compose(["optim.epochs=1", "probe.pairs=2", "probe.batch_size=16", "optim.batch_size=16",
                        "dataset.train_size=64", "dataset.test_size=16"])
     with open_dict(cfg):
         del cfg["hydra"]
-    trainer = Trainer(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+    trainer = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
     assert trainer.update_in_backward
-    list(trainer.epochs())
+    list(trainer.run())
     ref = weakref.ref(trainer)
     del trainer
     gc.collect()
@@ -133,9 +133,8 @@ def test_a_finished_trainer_is_freed():
 def test_backend_flags_are_set_for_a_run_and_restored_after():
     """TF32, cuDNN and thread settings hold inside ``backend`` and are the process's own again
     after it, also when the run fails (flags can be set without a GPU)."""
-    from omegaconf import OmegaConf
 
-    from confusion_cli.train import backend
+    from confusion_cli.backend import backend
 
     cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     before = (torch.get_num_threads(), cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark,

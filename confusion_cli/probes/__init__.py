@@ -1,9 +1,14 @@
 """Probes: statistics of the gradients at the current weights, computed without changing them.
 
+The protocol (Probe, ProbeContext, Schedule) is in ``base``; every module of this package is
+imported here, so a ``@register``-ed Probe in a new file is found by name with no other edit.
+``probe.mode`` picks the confusion probe (``confusion``), ``extra_probes=[...]`` the others.
+
 BatchNorm convention (``probe.bn_mode``, written into each run's record by ``bn_convention``):
-- ``train``, the default of the mini-batch probes (minibatch_pairs, all_pairs): each mini-batch
-  gradient is the one an SGD step takes on that batch, BatchNorm normalising with the batch's
-  own statistics; running statistics are neither used nor updated, and every buffer is restored.
+- ``train``, the default of the mini-batch probes (minibatch_pairs, all_pairs, grad_norm): each
+  mini-batch gradient is the one an SGD step takes on that batch, BatchNorm normalising with the
+  batch's own statistics; running statistics are neither used nor updated, and every buffer is
+  restored.
 - ``eval``, the only mode of per_example (and of the rank / Hessian probes): BatchNorm uses its
   running statistics, so examples are independent and per-example gradients are defined. At
   initialisation the running statistics are (mean 0, variance 1) and BN is an affine map.
@@ -13,12 +18,19 @@ Loss functions are mean-reduced over the batch; g_i is the gradient of the loss 
 alone, a mini-batch gradient the gradient of the mean loss on that batch.
 """
 
-from .confusion import MODES, check_bn_mode, confusion_probe
-from .extra import EXTRA_PROBES, run_extra
+import importlib
+import pkgutil
+
+from ..errors import ConfusionError
+from .base import PROBES, Probe, ProbeContext, Schedule, register
+from .confusion import MODES, check_bn_mode
 from .gram import per_example_gram
 from .naive import BN_MODES, bn_mode, naive_per_example_gram
 from .pairs import all_pairs_stats, minibatch_pair_stats
 from .stats import gram_pair_statistics, pair_statistics
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 BN_CONVENTIONS = {
     "train": ("train: each mini-batch gradient is the one SGD steps on (BatchNorm uses the batch's "
@@ -33,7 +45,39 @@ def bn_convention(cfg) -> str:
     return BN_CONVENTIONS[check_bn_mode(cfg)]
 
 
-__all__ = ["BN_CONVENTIONS", "BN_MODES", "EXTRA_PROBES", "MODES", "all_pairs_stats", "bn_convention",
-           "bn_mode", "check_bn_mode", "confusion_probe",
-           "gram_pair_statistics", "minibatch_pair_stats", "naive_per_example_gram",
-           "pair_statistics", "per_example_gram", "run_extra"]
+def extra_names() -> list[str]:
+    """The probes ``extra_probes=[...]`` can name: every registered one but the confusion modes."""
+    return sorted(name for name in PROBES if name not in MODES)
+
+
+def build(probe_cfg, extra_cfg) -> list[Probe]:
+    """The probes a run uses: the confusion probe ``probe_cfg.mode`` (none: no confusion probe),
+    then each probe named in ``extra_cfg`` (the ``extra_probes`` node: name -> settings)."""
+    built: list[Probe] = []
+    if probe_cfg.mode != "none":
+        if probe_cfg.mode not in MODES:
+            raise ConfusionError(f"unknown probe.mode '{probe_cfg.mode}': choose "
+                                 f"{', '.join(MODES)} or none")
+        built.append(PROBES[probe_cfg.mode](probe_cfg))
+    for name, settings in (extra_cfg or {}).items():
+        if name not in extra_names():
+            raise ConfusionError(f"unknown extra probe '{name}': choose from "
+                                 f"{', '.join(extra_names())} (extra_probes=[NAME,...])")
+        built.append(PROBES[name](settings))
+    return built
+
+
+def check(probe_cfg, extra_cfg, train_size: int) -> Schedule:
+    """Validate every probe of a run and its schedule before training; return the schedule."""
+    schedule = Schedule.parse(probe_cfg.get("schedule", "epoch"), probe_cfg.every, probe_cfg.at_init)
+    if not isinstance(probe_cfg.every, int) or isinstance(probe_cfg.every, bool) or probe_cfg.every < 1:
+        raise ConfusionError(f"probe.every must be a positive integer, got {probe_cfg.every!r}")
+    for probe in build(probe_cfg, extra_cfg):
+        probe.check(train_size)
+    return schedule
+
+
+__all__ = ["BN_CONVENTIONS", "BN_MODES", "MODES", "PROBES", "Probe", "ProbeContext", "Schedule",
+           "all_pairs_stats", "bn_convention", "bn_mode", "build", "check", "check_bn_mode",
+           "extra_names", "gram_pair_statistics", "minibatch_pair_stats", "naive_per_example_gram",
+           "pair_statistics", "per_example_gram", "register"]

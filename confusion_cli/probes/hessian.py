@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..train import Trainer
-
+from .base import Probe, ProbeContext, Samples, Scalars, positive_int, register
 from .naive import LossFn, eval_mode, trainable
 
 
@@ -88,15 +85,20 @@ def top_hessian_eigenvalues(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, 
         return lanczos_top_eigenvalues(hvp, dim, k, iters, start)
 
 
-def hessian_probe(trainer: Trainer) -> dict[str, float]:
-    """``hess_top1`` .. ``hess_top{k}`` on ``cfg.hessian.examples`` training examples.
+@register("hessian")
+class Hessian(Probe):
+    """``hess_top1`` .. ``hess_top{top_k}`` on ``examples`` training examples (all of them when
+    the training set is smaller), ``iters`` Lanczos steps. The examples and the start vector
+    come from the probe generator, so the training path is unchanged."""
 
-    The examples (all of them when the training set is smaller) and the start vector are drawn
-    from the trainer's probe generator, so the training path is unchanged.
-    """
-    cfg, data, generator = trainer.cfg.hessian, trainer.data, trainer.probe_generator
-    n = data.x_train.shape[0]
-    index = torch.randperm(n, generator=generator, device=generator.device)[:cfg.examples]
-    values = top_hessian_eigenvalues(trainer.model, trainer.loss_fn, data.x_train[index],
-                                     data.y_train[index], cfg.top_k, cfg.iters, generator)
-    return {f"hess_top{i + 1}": float(v) for i, v in enumerate(values)}
+    def check(self, train_size: int) -> None:
+        for key in ("examples", "top_k", "iters"):
+            positive_int(self.settings, key, "extra_probes.hessian")
+
+    def measure(self, ctx: ProbeContext) -> tuple[Scalars, Samples]:
+        cfg, generator = self.settings, ctx.generator
+        n = ctx.x_train.shape[0]
+        index = torch.randperm(n, generator=generator, device=generator.device)[:cfg.examples]
+        values = top_hessian_eigenvalues(ctx.model, ctx.loss_fn, ctx.x_train[index],
+                                         ctx.y_train[index], cfg.top_k, cfg.iters, generator)
+        return {f"hess_top{i + 1}": float(v) for i, v in enumerate(values)}, {}

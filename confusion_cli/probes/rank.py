@@ -12,13 +12,11 @@ each unfolded patch) with singular values s_1 >= ... >= s_r:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..train import Trainer
+from ..errors import ConfusionError
+from .base import Probe, ProbeContext, Samples, Scalars, register
 
 
 def weight_matrices(model: nn.Module) -> list[torch.Tensor]:
@@ -61,6 +59,15 @@ def rank_stats(model: nn.Module, rtol: float | None = None) -> dict[str, float]:
     return stats
 
 
-def rank_probe(trainer: Trainer) -> dict[str, float]:
-    """The rank probe of a Trainer, with ``cfg.rank.rtol``; reads the weights, changes nothing."""
-    return rank_stats(trainer.model, trainer.cfg.rank.rtol)
+@register("rank")
+class Rank(Probe):
+    """``rank_eff_*`` and ``rank_num_*`` with ``extra_probes.rank.rtol``; reads the weights only."""
+
+    def check(self, train_size: int) -> None:
+        rtol = self.settings.get("rtol")
+        if rtol is not None and not (isinstance(rtol, (int, float)) and rtol > 0):
+            raise ConfusionError(f"extra_probes.rank.rtol must be a positive number or null "
+                                 f"(max(m, n) * eps), got {rtol!r}")
+
+    def measure(self, ctx: ProbeContext) -> tuple[Scalars, Samples]:
+        return rank_stats(ctx.model, self.settings.get("rtol")), {}

@@ -1,117 +1,22 @@
-"""Records on disk: one directory per run, written atomically; many runs read into one DataFrame.
+"""Reading records: many run directories into one tidy DataFrame, and one run's pieces.
 
-A run directory holds
-- ``config.yaml``: the resolved config (Hydra's own copy is in ``.hydra/``),
-- ``run.json``: status (running | complete | diverged | failed), config hash, seed, device,
-  library versions, git commit, start/end time, wall seconds, conventions,
-- ``metrics.csv``: one row per evaluation (epoch 0 = initialization),
-- ``samples/epoch_NNNN.csv``: every probe pair of that epoch (pair, cos, inner),
-- ``checkpoint.pt``: the latest end-of-epoch state while the run is unfinished.
-Every file is written to a temporary name and renamed into place, so a reader sees either
-the old or the new version, never half a file. A complete run is never rewritten.
-"""
+Anything unreadable (a corrupt run.json, config, metrics or samples file) is skipped with a
+RecordWarning that names it, so one bad file never hides the others."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from .errors import ConfusionError
-
-RUN_JSON, METRICS, CONFIG, SAMPLES, CHECKPOINT, RUN_LOG = (
-    "run.json", "metrics.csv", "config.yaml", "samples", "checkpoint.pt", "run.log")
-FINISHED = ("complete", "diverged")
-# Config keys that say where or how verbosely a run happens, not what it computes.
-NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "threads", "sweep")
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-class RecordWarning(UserWarning):
-    """A run directory that cannot be read; it is skipped."""
-
-
-def atomic_write(path: Path, write, binary: bool = False) -> None:
-    """Call ``write(file)`` on a fresh temporary file beside ``path`` (text, or bytes with
-    ``binary``), fsync it, rename it onto ``path`` and fsync the directory.
-
-    The temporary file is created new by mkstemp (O_EXCL: never an existing file or a planted
-    link), and the rename replaces whatever ``path`` was, a symlink included, without following
-    it: no write lands outside the directory. A reader sees the old file or the new one, whole.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; records are for the whole group
-    try:
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one line to ``path`` (created if missing, never through a link): a single short
-    O_APPEND write, so lines from concurrent writers stay whole."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "a") as f:
-        f.write(f"{line}\n")
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: json.dump(obj, f, indent=2, default=str))
-
-
-def write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda f: frame.to_csv(f, index=False))
-
-
-def semantic_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config without the keys that do not change what a run computes.
-
-    The sweep's name stays (each sweep's records are its own, so a figure finds all its runs),
-    but not its grids or the scale's seed list: growing a grid keeps the runs already done.
-    """
-    container = OmegaConf.to_container(cfg, resolve=True)
-    semantic = {k: v for k, v in container.items() if k not in NON_SEMANTIC_KEYS}
-    semantic["sweep"] = (container.get("sweep") or {}).get("name")
-    semantic.pop("scale", None)
-    return semantic
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """A short stable hash of the semantic config: runs with equal hashes compute the same thing."""
-    text = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+from ..errors import ConfusionError
+from .layout import CONFIG, FINISHED, METRICS, RUN_JSON, SAMPLES, RecordWarning
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any] | None:
@@ -198,29 +103,27 @@ def load(path: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
 
 
 def load_samples(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every probe pair sample of one run: columns epoch, pair, cos, inner. An unreadable or
-    malformed file (empty, truncated, wrong columns) is skipped with a RecordWarning naming it."""
-    frames = [frame for path in sorted((Path(run_dir) / SAMPLES).glob("epoch_*.csv"))
-              if (frame := read_samples_file(path)) is not None]
+    """Every probe pair sample of one run: columns epoch, pair, cos, inner (and step, for probes
+    between two steps of an epoch, whose epoch is then NaN). An unreadable or malformed file
+    (empty, truncated, wrong columns) is skipped with a RecordWarning naming it."""
+    paths = sorted((Path(run_dir) / SAMPLES).glob("epoch_*.csv"))
+    paths += sorted((Path(run_dir) / SAMPLES).glob("step_*.csv"))
+    frames = [frame for path in paths if (frame := read_samples_file(path)) is not None]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["epoch", "pair", "cos", "inner"])
 
 
-def samples_path(run_dir: str | os.PathLike, epoch: int) -> Path:
-    """``samples/epoch_NNNN.csv`` of ``run_dir``: the probe pairs of one epoch."""
-    return Path(run_dir) / SAMPLES / f"epoch_{int(epoch):04d}.csv"
-
-
 def read_samples_file(path: Path) -> pd.DataFrame | None:
-    """One samples file with its epoch column; None if it is missing, or (with a RecordWarning
-    naming it) unreadable or malformed: empty, truncated, wrong columns."""
+    """One samples file with its epoch (or step) column; None if it is missing, or (with a
+    RecordWarning naming it) unreadable or malformed: empty, truncated, wrong columns."""
     if not path.is_file():
         return None
     try:
         frame = pd.read_csv(path)
         if not {"pair", "cos", "inner"} <= set(frame.columns):
             raise ValueError(f"columns {list(frame.columns)}, expected pair, cos, inner")
-        return frame.assign(epoch=int(path.stem.split("_")[1]))
+        kind, number = path.stem.split("_")
+        return frame.assign(**{kind: int(number)})
     except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
         warnings.warn(f"skipping corrupt samples file {path}: {exc}", RecordWarning, stacklevel=3)
         return None

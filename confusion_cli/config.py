@@ -1,0 +1,233 @@
+"""The run's config: composed once from the Hydra tree, checked once before anything is written.
+
+``compose`` turns Hydra's errors (an unknown option, a mistyped key) into one line naming the
+fix; ``validate`` asks each part to check its own keys (model, dataset, optimizer, probes and
+their schedule, then the run's own options) against the training set's size; ``plan_sweep``
+counts a sweep's runs. Hydra's launcher composes each job again from the same overrides: that is
+how it hands one job to one process or cluster node, and a job then trusts its config.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfusionError
+
+GROUPS = ("dataset", "model", "optim", "probe", "extra_probes", "scale", "sweep")
+
+
+def options(group: str) -> list[str]:
+    """The config names available in ``group`` (the YAML files of configs/GROUP)."""
+    folder = resources.files("confusion_cli") / "configs" / group
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+
+def is_sweep_override(text: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides([text])[0].is_sweep_override()
+
+
+def sweep_values(text: str) -> list[str]:
+    """The values of one override 'key=v1,v2,...' (or 'key=range(...)'), as Hydra expands them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    override = OverridesParser.create().parse_overrides([text])[0]
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [text.split("=", 1)[1]]
+
+
+def _sweep_size(text: str) -> int:
+    return len(sweep_values(text))
+
+
+def compose(overrides: list[str]):
+    """Compose the config the way `confusion run` would; turn Hydra errors into one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    plain = [o for o in overrides if not is_sweep_override(o)]
+    if any(o.startswith("+") and o.split("=", 1)[0].lstrip("+") not in GROUPS for o in overrides):
+        _check_keys(overrides, hydra_compose, initialize_config_module)  # Hydra would add the key
+    try:
+        with initialize_config_module("confusion_cli.configs", version_base=None):
+            return hydra_compose("config", overrides=plain, return_hydra_config=True)
+    except HydraException as exc:
+        _check_keys(overrides, hydra_compose, initialize_config_module)  # a mistyped key: name it
+        raise ConfusionError(_explain_hydra_error(exc, overrides)) from None
+    except OmegaConfBaseException as exc:
+        raise ConfusionError(f"bad override: {str(exc).splitlines()[0]}") from None
+
+
+def _config_keys(node: object, prefix: str = "") -> set[str]:
+    """Every dotted key of a config container, inner nodes included."""
+    keys: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            keys |= {name} | _config_keys(value, f"{name}.")
+    return keys
+
+
+KEY_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "bs": "batch_size", "epoch": "epochs",
+               "n_epochs": "epochs", "num_epochs": "epochs", "seeds": "seed"}
+
+
+def _check_keys(overrides: list[str], hydra_compose, initialize_config_module) -> None:
+    """The schema check: every overridden key must exist in the config that the same group
+    choices compose to (a typo such as ``optim.learning_rate=0.1``, with or without ``+``, is
+    one line naming the nearest valid key). ``hydra.*`` keys are Hydra's to check."""
+    import difflib
+
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    def key_of(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    choices = [o for o in overrides if key_of(o) in GROUPS and "=" in o and not is_sweep_override(o)]
+    try:
+        with initialize_config_module("confusion_cli.configs", version_base=None):
+            base = hydra_compose("config", overrides=choices)
+    except HydraException:
+        return  # an unknown group option: compose() says which, in one line
+    known = _config_keys(OmegaConf.to_container(base, resolve=False))
+    for override in overrides:
+        key = key_of(override)
+        if "=" not in override or key in GROUPS or key in known or "/" in key or key.split(".")[0] == "hydra":
+            continue
+        head, _, leaf = key.rpartition(".")
+        alias = ".".join(filter(None, [head, KEY_ALIASES[leaf]])) if leaf in KEY_ALIASES else ""
+        nearest = [alias] if alias in known else difflib.get_close_matches(key, sorted(known), n=1,
+                                                                           cutoff=0.5)
+        hint = f": did you mean '{nearest[0]}'?" if nearest else " (see `confusion run --cfg job`)"
+        probe = key.removeprefix("extra_probes.").split(".")[0]
+        if probe in options("extra_probes"):  # a probe's settings exist once it is chosen
+            hint = f": choose the probe with extra_probes=[{probe}] to set its settings"
+            if not key.startswith("extra_probes."):
+                hint = f": the {probe} probe's settings are extra_probes.{key}, with extra_probes=[{probe}]"
+        raise ConfusionError(f"unknown config key '{key}' in '{override}'{hint}")
+
+
+def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
+    text = str(exc).splitlines()[0]
+    for group in GROUPS:
+        for o in overrides:
+            key, _, value = o.lstrip("+~").partition("=")
+            if key == group == "extra_probes":
+                unknown = [v for v in re.split(r"[\[\],\s]+", value) if v and v not in options(group)]
+                if unknown:
+                    return (f"unknown extra_probes {unknown}: choose from "
+                            f"{', '.join(options(group))} (extra_probes=[NAME,...])")
+            elif key == group and value not in options(group):
+                return (f"unknown {group} '{value}': choose one of {', '.join(options(group))} "
+                        f"({'+' if group == 'sweep' else ''}{group}=NAME)")
+    return f"{text} (see `confusion --help`)"
+
+
+def validate(cfg) -> None:
+    """Check everything a run needs before anything is launched or written: each part checks
+    its own keys, the probes against the training set's size; a mistake is one line."""
+    from . import data, models, probes
+    from .backend import check_device
+    from .train import check_optim
+
+    models.validate(cfg.model)
+    train_size = data.validate(cfg.dataset, cfg.data_dir)
+    check_optim(cfg.optim)
+    probes.check(cfg.probe, cfg.get("extra_probes"), train_size)
+    check_device(str(cfg.device))
+    _check_run_options(cfg)
+    _check_writable(Path(cfg.records_root))
+
+
+def _positive_int(value: object, allow_none: bool = False, minimum: int = 1) -> bool:
+    if value is None:
+        return allow_none
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_run_options(cfg) -> None:
+    """The run's own options, outside the groups: seed, threads, evaluation chunk, names."""
+    if not _positive_int(cfg.seed, minimum=0):
+        raise ConfusionError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if not _positive_int(cfg.threads, allow_none=True):
+        raise ConfusionError(f"threads must be a positive integer or null (torch's default), "
+                             f"got {cfg.threads!r}")
+    if not _positive_int(cfg.eval_batch_size):
+        raise ConfusionError(f"eval_batch_size must be a positive integer, got {cfg.eval_batch_size!r}")
+    for key, value in (("launch_id", cfg.launch_id), ("sweep.name", cfg.sweep.name)):
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", str(value)):
+            raise ConfusionError(f"{key} must be a plain name (letters, digits, '.', '_', '-'; no "
+                                 f"'/' or leading '.'), got {value!r}: it names a folder under records_root")
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfusionError(f"cannot write records to {path} ({exc.strerror}): choose a writable "
+                             "directory with records_root=PATH") from None
+
+
+def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
+    """{parameter: number of values} of the sweep: the sweep file's grid, where the command line
+    replaces a parameter by one value (``model.depth=64``) or by a sweep of its own."""
+    sizes = {k: _sweep_size(f"{k}={v}") for k, v in (hydra_cfg.sweeper.params or {}).items()}
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+")
+        if is_sweep_override(o):
+            sizes[key] = _sweep_size(o)
+        elif key in sizes and "=" in o:
+            sizes[key] = 1
+    return sizes
+
+
+
+
+@dataclass
+class Launch:
+    """What `confusion run` launches: the validated config (without Hydra's node), the overrides
+    Hydra gets, and for a sweep its folder and grid ({parameter: number of values})."""
+
+    cfg: Any
+    overrides: list[str]
+    multirun: bool
+    sweep_dir: Path
+    grid: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return math.prod(self.grid.values())
+
+
+def prepare(overrides: list[str], flags: list[str]) -> Launch:
+    """Compose and validate the config of a `confusion run` line (``flags``: Hydra's own), with a
+    launch_id unique to this launch unless one is given, and plan the sweep if it is one."""
+    from omegaconf import open_dict
+
+    if not any(o.startswith("launch_id=") for o in overrides):
+        overrides = [*overrides, f"launch_id={datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"]
+    cfg = compose(overrides)
+    hydra_cfg = cfg.hydra
+    with open_dict(cfg):
+        del cfg["hydra"]
+    validate(cfg)
+    multirun = str(hydra_cfg.mode) in ("MULTIRUN", "RunMode.MULTIRUN") or any(
+        f in ("-m", "--multirun") for f in flags) or any(map(is_sweep_override, overrides))
+    grid = plan_sweep(hydra_cfg, overrides) if multirun else {}
+    return Launch(cfg, overrides, multirun, Path(str(hydra_cfg.sweep.dir)), grid)

@@ -1,0 +1,44 @@
+"""Records: one directory per run, from its creation to its reading.
+
+``layout`` names every file and builds every path; ``writer`` writes (atomically, never through
+a link) and ``RunRecorder`` fills a run directory; ``checkpoint`` reads a checkpoint without
+running code; ``lock`` claims a config and chooses its directory; ``hashing`` says which runs
+are the same; ``sweep`` keeps a sweep's plan and progress; ``reader`` loads many runs into one
+DataFrame (``load``) for figures and users.
+"""
+
+from .checkpoint import read_checkpoint
+from .hashing import config_hash, semantic_config
+from .layout import (
+    CHECKPOINT,
+    CONFIG,
+    ERROR,
+    FINISHED,
+    METRICS,
+    RUN_JSON,
+    RUN_LOG,
+    SAMPLES,
+    RecordWarning,
+    samples_path,
+)
+from .lock import choose_run_dir, claim_lock, run_lock
+from .provenance import provenance
+from .reader import (
+    find_runs,
+    flatten,
+    load,
+    load_samples,
+    read_run_json,
+    read_samples_file,
+    require_records,
+    run_dirs,
+)
+from .sweep import mark_finished, planned_total, write_plan
+from .writer import RunRecorder, append_line, atomic_write, write_csv, write_json
+
+__all__ = ["CHECKPOINT", "CONFIG", "ERROR", "FINISHED", "METRICS", "RUN_JSON", "RUN_LOG", "SAMPLES",
+           "RecordWarning", "RunRecorder", "append_line", "atomic_write", "choose_run_dir",
+           "claim_lock", "config_hash", "find_runs", "flatten", "load", "load_samples",
+           "mark_finished", "planned_total", "provenance", "read_checkpoint", "read_run_json",
+           "read_samples_file", "require_records", "run_dirs", "run_lock", "samples_path",
+           "semantic_config", "write_csv", "write_json", "write_plan"]

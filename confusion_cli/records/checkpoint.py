@@ -1,0 +1,26 @@
+"""Reading a run's checkpoint without running anything in it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from .layout import CHECKPOINT
+
+
+def read_checkpoint(run_dir: Path, prefix: str = "") -> dict | None:
+    """The checkpoint of an interrupted run, loaded as tensors and plain containers only
+    (``weights_only``: a planted pickle never runs), on the CPU (generator states must stay CPU
+    tensors; ``Trainer.load_state_dict`` moves the rest). None, with a one-line warning, when it
+    is missing or unreadable (truncated, a full disk, not a checkpoint): the run then restarts
+    from scratch instead of failing on every relaunch."""
+    path = run_dir / CHECKPOINT
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file means: start again
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{prefix}warning: checkpoint {path} is unreadable ({reason[:120]}); "
+              "restarting this run from scratch", file=sys.stderr, flush=True)
+        return None

@@ -1,0 +1,129 @@
+"""Writing records: every file is created fresh and renamed into place, never through a link.
+
+A reader sees either the old or the new version of a file, never half of one, and a complete
+run is never rewritten. ``RunRecorder`` writes one run's directory as it trains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .layout import CHECKPOINT, CONFIG, METRICS, RUN_JSON, RUN_LOG, SAMPLES, samples_path
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write, binary: bool = False) -> None:
+    """Call ``write(file)`` on a fresh temporary file beside ``path`` (text, or bytes with
+    ``binary``), fsync it, rename it onto ``path`` and fsync the directory.
+
+    The temporary file is created new by mkstemp (O_EXCL: never an existing file or a planted
+    link), and the rename replaces whatever ``path`` was, a symlink included, without following
+    it: no write lands outside the directory. A reader sees the old file or the new one, whole.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; records are for the whole group
+    try:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to ``path`` (created if missing, never through a link): a single short
+    O_APPEND write, so lines from concurrent writers stay whole."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a") as f:
+        f.write(f"{line}\n")
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2, default=str))
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda f: frame.to_csv(f, index=False))
+
+
+class RunRecorder:
+    """Writes one run's directory: run.json, config, metrics, samples, checkpoints, run.log."""
+
+    def __init__(self, run_dir: Path, cfg: DictConfig, meta: dict[str, Any], resume: bool):
+        self.dir = run_dir
+        self.meta = meta
+        self.rows: list[dict[str, float]] = []
+        metrics = run_dir / METRICS
+        if resume:  # keep the rows up to the checkpoint; later ones are recomputed
+            self.rows = pd.read_csv(metrics).to_dict("records") if metrics.is_file() else []
+        else:  # a new run, or a restart of one that died before its first checkpoint
+            metrics.unlink(missing_ok=True)
+            shutil.rmtree(run_dir / SAMPLES, ignore_errors=True)
+        (run_dir / SAMPLES).mkdir(exist_ok=True)
+        atomic_write(run_dir / CONFIG, lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
+
+    def say(self, prefix: str, line: str, err: bool = False) -> None:
+        """Print ``prefix + line`` (to stderr with ``err``) and ``log`` it."""
+        print(f"{prefix}{line}", file=sys.stderr if err else sys.stdout, flush=True)
+        self.log(line)
+
+    def log(self, line: str) -> None:
+        """Append ``line`` to the run's log, run.log: what the console showed for this run,
+        across resumes, with UTC times (opened without following a link)."""
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        append_line(self.dir / RUN_LOG, f"{stamp} {line}")
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        self.meta.update(status=status, **extra)
+        if status != "running":
+            end = datetime.now(timezone.utc)
+            self.meta["end_time"] = end.isoformat()
+            self.meta["wall_seconds"] = self.meta.get("wall_seconds_before", 0.0) + (
+                time.perf_counter() - self.meta["_t0"])
+        write_json(self.dir / RUN_JSON, {k: v for k, v in self.meta.items() if not k.startswith("_")})
+
+    def add_row(self, row: dict[str, float], samples: dict[str, torch.Tensor],
+                state: dict[str, Any] | None = None) -> None:
+        """Write one metrics row (replacing any recorded at or after its step: a resumed run
+        recomputes them), its samples, and the checkpoint ``state`` if given."""
+        if samples:
+            frame = pd.DataFrame({k: v.detach().cpu().double().numpy() for k, v in samples.items()})
+            frame.insert(0, "pair", range(len(frame)))
+            write_csv(samples_path(self.dir, row["epoch"], row["step"]), frame)
+        self.rows = [r for r in self.rows if r["step"] < row["step"]] + [row]
+        write_csv(self.dir / METRICS, pd.DataFrame(self.rows))
+        if state is not None:
+            atomic_write(self.dir / CHECKPOINT, lambda f: torch.save(state, f), binary=True)
