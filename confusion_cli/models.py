@@ -4,7 +4,7 @@ deep linear, linreg.
 Every model is built from nn.Linear, nn.Conv2d, nn.BatchNorm1d/2d, activations, pooling and
 residual additions only, so that the probes' per-layer fast paths apply to all of them.
 
-Initialisations (PAPER.md, "Theory at initialization"):
+Initialisations (docs/theory.md):
 - ``gaussian``: W ~ N(0, 1 / (kappa * fan_in)), kappa = 1/2 for ReLU, 1 for tanh / linear;
   for ReLU this is He (Kaiming-normal, fan-in) initialisation. Biases are zero.
 - ``orthogonal``: (semi-)orthogonal weights times ``init_gain``; biases zero.

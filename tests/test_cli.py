@@ -76,8 +76,7 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     """...checked before anything is written (no run directory, no sweep directory)."""
     done = run_cli(args, tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
-    if message != "probe.batch_size":  # known gap: checked against the loaded data, in the run
-        assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
@@ -98,7 +97,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     (["run", "eval_batch_size=0"], "eval_batch_size must be a positive integer"),
     (["run", "eval_batch_size=-1"], "eval_batch_size must be a positive integer"),
     (["run", "probe=all_pairs", "probe.chunk_size=0"], "probe.chunk_size"),
-    (["run", "extra_probes.hessian.iters=0"], "extra_probes.hessian.iters"),
+    (["run", "extra_probes=[hessian]", "extra_probes.hessian.iters=0"],
+     "extra_probes.hessian.iters must be a positive integer"),
+    (["run", "hessian.iters=5"], "settings are extra_probes.hessian.iters, with extra_probes=[hessian]"),
+    (["run", "extra_probes=[grad_norm]", "extra_probes.grad_norm.batch_size=0"],
+     "extra_probes.grad_norm.batch_size must be a positive integer"),
+    (["run", "probe.schedule=sometimes"], "unknown probe.schedule 'sometimes'"),
+    (["run", "probe.schedule=log:0"], "unknown probe.schedule 'log:0'"),
+    (["run", "probe.batch_size=5000"], "probe.batch_size=5000 is larger than the training set (1500"),
     (["run", "optim.momentum=-1"], "optim.momentum must be a number >= 0"),
     (["run", "optim.milestones=[abc]"], "optim.milestones"),
     (["run", "optim.max_steps=-3"], "optim.max_steps"),

@@ -12,7 +12,10 @@ from fakes import run_cli, start_cli
 from confusion_cli import records
 
 TIMING = ["epoch_seconds", "probe_seconds"]
-SWEEP = ["run", "seed=0,1", "optim.epochs=15", "probe.pairs=1", "model.width=128"]
+# a step schedule (probes between steps too) and an LR drop at epoch 3, killed after it
+SWEEP = ["run", "seed=0,1", "optim.epochs=15", "probe.pairs=1", "model.width=128",
+         "probe.schedule=steps:4", "optim.milestones=[3]", "optim.gamma=0.5"]
+KILL_AFTER_EPOCH = 5
 
 
 def comparable(root) -> pd.DataFrame:
@@ -28,7 +31,18 @@ def samples(root) -> pd.DataFrame:
     for run_dir in records.run_dirs(root):
         seed = json.loads((run_dir / "run.json").read_text())["seed"]
         frames.append(records.load_samples(run_dir).assign(seed=seed))
-    return pd.concat(frames).sort_values(["seed", "epoch", "pair"]).reset_index(drop=True)
+    return pd.concat(frames).sort_values(["seed", "epoch", "step", "pair"]).reset_index(drop=True)
+
+
+def epochs_checkpointed(root) -> float:
+    """The furthest epoch any run under ``root`` has a checkpoint and metrics row for."""
+    done = 0.0
+    for checkpoint in root.rglob(records.CHECKPOINT):
+        try:
+            done = max(done, pd.read_csv(checkpoint.parent / records.METRICS)["epoch"].max())
+        except (OSError, ValueError, KeyError):
+            pass
+    return done
 
 
 def test_killed_sweep_resumes_to_the_same_records(tmp_path):
@@ -38,13 +52,15 @@ def test_killed_sweep_resumes_to_the_same_records(tmp_path):
     killed_root = tmp_path / "outputs" / "killed"
     proc = start_cli([*SWEEP, f"records_root={killed_root}"], tmp_path)
     deadline = time.time() + 120
-    while not list(killed_root.rglob(records.CHECKPOINT)) and time.time() < deadline:
+    while epochs_checkpointed(killed_root) < KILL_AFTER_EPOCH and time.time() < deadline:
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)  # as a scheduler's kill -9 would
     proc.wait()
     interrupted = [d for d in records.run_dirs(killed_root)
                    if json.loads((d / "run.json").read_text())["status"] == "running"]
     assert interrupted, "the kill should leave an unfinished run behind"
+    lrs = pd.concat(pd.read_csv(d / records.METRICS) for d in interrupted)["lr"]
+    assert lrs.nunique() == 2, "the kill should come after the LR drop"
 
     rerun = run_cli([*SWEEP, f"records_root={killed_root}"], tmp_path)
     assert rerun.returncode == 0, rerun.stderr
@@ -53,6 +69,8 @@ def test_killed_sweep_resumes_to_the_same_records(tmp_path):
     pd.testing.assert_frame_equal(comparable(killed_root), comparable(tmp_path / "outputs/reference"))
     pd.testing.assert_frame_equal(samples(killed_root), samples(tmp_path / "outputs/reference"))
     assert set(records.load(killed_root)["status"]) == {"complete"}
+    steps = comparable(killed_root)
+    assert (steps["epoch"] % 1 != 0).sum() > 20 and steps["batch_loss"].notna().any()
     assert not list(killed_root.rglob(records.CHECKPOINT))  # complete runs drop their checkpoint
 
 

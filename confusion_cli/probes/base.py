@@ -136,14 +136,14 @@ class Schedule:
 
     def at_step(self, step: int) -> bool:
         """Whether a step schedule probes after SGD step ``step`` (never for ``epoch``)."""
+        if self.kind == "epoch":
+            return False
         if step == 0:
             return self.at_init
-        if self.kind == "steps":
-            return step % self.n == 0
         if self.kind == "log":
             near = round(self.n * math.log10(step))
             return any(round(10 ** (i / self.n)) == step for i in (near - 1, near, near + 1))
-        return False
+        return step % self.n == 0
 
     def at_epoch_end(self, epoch: int, step: int, last: bool) -> bool:
         """Whether the row of epoch ``epoch`` (ending at ``step``) carries a probe."""

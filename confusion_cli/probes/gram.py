@@ -14,7 +14,7 @@ of exact per-layer terms (the layer's per-example gradient is a function of a_i 
 
   Two exact ways to evaluate the weight term, chosen per layer by multiply-add count:
   "kernel" products of the two (L, L) patch kernels, B^2 L^2 (F + O) (for L = 1 the identity
-  (d_i . d_j)(a_i . a_j) of DESIGN.md: no per-example gradient at all), or "materialise" G_i
+  (d_i . d_j)(a_i . a_j): no per-example gradient at all), or "materialise" G_i
   and take G G^T, B L O F + B^2 O F (cheaper for convolutions on images); a Conv2d computes all
   G_i in one grouped convolution weight-gradient call (examples stacked as groups), about 10x
   faster on CPU than unfolding patches for a batched matmul.

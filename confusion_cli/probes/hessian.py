@@ -1,5 +1,5 @@
-"""Curvature: the top eigenvalues of the Hessian of the training loss (PAPER.md, "Neighbouring
-phenomena"; Sagun et al.: a few outliers above a bulk near zero).
+"""Curvature: the top eigenvalues of the Hessian of the training loss (docs/extra.md;
+Sagun et al.: a few outliers above a bulk near zero).
 
 The Hessian H of L(w) = mean_i loss(f(x_i; w), y_i) over ``examples`` training examples is never
 formed. A Hessian-vector product is one double backward pass, Hv = d/dw <grad L(w), v>, and the

@@ -5,7 +5,7 @@ A mini-batch gradient is the gradient of the mean loss on that batch, taken with
 gives the gradient an SGD step takes on that batch, BatchNorm with the batch's own statistics
 and running statistics untouched; "eval" uses the running statistics.
 
-- ``minibatch_pair_stats``: the paper's protocol (PAPER.md, "Confusion measurement"): given
+- ``minibatch_pair_stats``: the paper's protocol (De, Sankararaman et al., ICML 2020, Sec. 5): given
   pairs of mini-batches, the inner product and cosine of each pair's two gradients.
 - ``all_pairs_stats``: K mini-batch gradients and all K (K - 1) / 2 pairs among them, i.e. the
   off-diagonal of the (K, K) Gram matrix of the flat gradients; many more pairs for the same

@@ -1,5 +1,5 @@
-"""Low-rank bias: the effective and numerical rank of every weight matrix (PAPER.md, "Neighbouring
-phenomena"; Galanti & Poggio: SGD with weight decay drives weight matrices towards low rank).
+"""Low-rank bias: the effective and numerical rank of every weight matrix (docs/extra.md;
+Galanti & Poggio: SGD with weight decay drives weight matrices towards low rank).
 
 For a weight matrix W (a Conv2d kernel is read as the (out, in * k * k) matrix it applies to
 each unfolded patch) with singular values s_1 >= ... >= s_r:

@@ -1,7 +1,7 @@
 """Gradient-confusion statistics from pairwise inner products and squared norms.
 
 For pairs (a, b) of gradients with inner products <g_a, g_b> and squared norms |g_a|^2, |g_b|^2,
-cos(a, b) = <g_a, g_b> / (|g_a| |g_b|). The confusion eta of the set (PAPER.md, "The quantity")
+cos(a, b) = <g_a, g_b> / (|g_a| |g_b|). The confusion eta of the set (De, Sankararaman et al., ICML 2020)
 is -min <g_a, g_b>, so ``min_inner`` = -eta; ``min_cos`` is its scale-free version, the one the
 paper plots. A pair with a zero gradient has cosine 0 (a zero vector is orthogonal to all).
 Quantiles interpolate linearly between order statistics, as ``numpy.quantile`` does by default.
