@@ -5,12 +5,18 @@ import math
 
 import pandas as pd
 import pytest
+import torch
+from omegaconf import OmegaConf
 
-from confusion_cli import bench
+from confusion_cli.bench import main
+from confusion_cli.bench.memory import MEMORY_BUDGET_MIB
+from confusion_cli.bench.probes import probe_group_row
+from confusion_cli.bench.sweeps import probe_events, sweep_plan, sweep_seconds
+from confusion_cli.bench.training import TRAIN_SPEEDUP_GOAL, cifar_like, trainer_for
 
 
 def test_quick_bench_writes_its_table(tmp_path, capsys):
-    assert bench.main(["--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert main(["--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     table = pd.read_csv(tmp_path / "bench_cpu.csv")
     names = " ".join(table["name"])
     for part in ("train_throughput mnist", "train_throughput cifar10", "per-example gram",
@@ -24,27 +30,50 @@ def test_quick_bench_writes_its_table(tmp_path, capsys):
     cnn = table[table["name"].str.startswith("train_throughput cifar10")].iloc[0]
     assert cnn["value"] > 0 and cnn["baseline_value"] > 0 and pd.isna(cnn["goal"])  # no CPU goal
     train = table[table["name"].str.startswith("train_throughput mnist")].iloc[0]
-    assert train["goal"] == bench.TRAIN_SPEEDUP_GOAL and train["value"] > train["baseline_value"] > 0
-    assert train["goal_met"] == (train["ratio"] >= bench.TRAIN_SPEEDUP_GOAL)
+    assert train["goal"] == TRAIN_SPEEDUP_GOAL and train["value"] > train["baseline_value"] > 0
+    assert train["goal_met"] == (train["ratio"] >= TRAIN_SPEEDUP_GOAL)
     memory = table[table["name"].str.contains("peak memory")].iloc[0]
-    assert 0 < memory["value"] < bench.MEMORY_BUDGET_MIB and bool(memory["goal_met"])  # lower is better
+    assert 0 < memory["value"] < MEMORY_BUDGET_MIB and bool(memory["goal_met"])  # lower is better
     assert "bench_cpu.csv" in capsys.readouterr().out
 
 
 def test_sweep_plans_follow_the_sweep_configs():
-    cfg, archs = bench.sweep_plan("bn_skip", "paper")
+    cfg, archs = sweep_plan("bn_skip", "paper")
     assert len(archs) == 5 * 2 * 2 * 6 * 5  # seeds x BN x skip x depths x LRs
     assert (100, 2, True, True) in archs and (16, 2, False, False) in archs
-    cfg_q, archs_q = bench.sweep_plan("depth", "quick")
+    cfg_q, archs_q = sweep_plan("depth", "quick")
     assert sorted({a[0] for a in archs_q}) == [16, 22, 28, 34, 40] and len(archs_q) == 2 * 5 * 2
     assert cfg_q.optim.epochs < cfg.optim.epochs
 
 
 def test_sweep_seconds_counts_steps_and_probe_events():
-    cfg, archs = bench.sweep_plan("width", "quick")
+    cfg, archs = sweep_plan("width", "quick")
     steps = 50_000 // cfg.optim.batch_size
     timings = {a: (1.0, 0.0) for a in archs}
-    assert bench.sweep_seconds(cfg, archs, timings) == pytest.approx(len(archs) * cfg.optim.epochs * steps)
+    assert sweep_seconds(cfg, archs, timings) == pytest.approx(len(archs) * cfg.optim.epochs * steps)
     timings = {a: (0.0, 1.0) for a in archs}  # probe at init and after every epoch
-    assert bench.sweep_seconds(cfg, archs, timings) == pytest.approx(
+    assert sweep_seconds(cfg, archs, timings) == pytest.approx(
         len(archs) * (cfg.optim.epochs + 1) * cfg.probe.pairs)
+
+
+def test_probe_events_follow_the_probe_schedule():
+    cfg, _ = sweep_plan("width", "quick")
+    epochs, steps = cfg.optim.epochs, 50_000 // cfg.optim.batch_size
+    assert probe_events(cfg.probe, epochs, steps) == epochs + 1  # schedule=epoch: init + every epoch
+    every_100 = OmegaConf.merge(cfg.probe, {"schedule": "steps:100", "at_init": False})
+    last_on_grid = (epochs * steps) % 100 == 0
+    assert probe_events(every_100, epochs, steps) == epochs * steps // 100 + (not last_on_grid)
+    assert cfg.probe.schedule == "epoch"  # the sweep's own config is left as it was
+
+
+def test_probe_timings_leave_the_trainers_probe_as_it_was():
+    data = cifar_like(torch.device("cpu"), 32, size=8)
+    trainer = trainer_for({"name": "mlp", "depth": 2, "width": 8}, data, torch.device("cpu"),
+                          probe={"batch_size": 8})
+    probe = trainer.probes[0]
+    before = OmegaConf.to_container(probe.settings)
+    row, single = probe_group_row(trainer, torch.device("cpu"), "mlp2x8", 2, 2)
+    assert trainer.probes == [probe] and OmegaConf.to_container(probe.settings) == before
+    assert before["group"] == 1 and before["pairs"] == 100
+    assert row.value > 0 and single == row.baseline_value > 0
+    assert row.ratio == pytest.approx(single / row.value)

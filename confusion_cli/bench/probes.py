@@ -1,0 +1,130 @@
+"""Speed of the probes, each against a baseline timed in the same run.
+
+Per-example Gram (``gram_rows``), for a batch of 128: an MLP 4x256 on 28x28 inputs (10 classes)
+and CNN-16-2 (WideResNet depth 16, width 2, no BN, no skip) on 3x32x32,
+``probes.per_example_gram`` against
+- the naive loop (one backward pass per example, ``naive_per_example_gram``),
+- torch.func vmap(grad) in chunks of 32 (``func.vmap_per_example_gram``),
+- one SGD step (forward, backward, update) on the same batch.
+ratio = baseline seconds / Gram seconds (> 1: the Gram is faster). Goals: MLP Gram >= 80x faster
+than naive and <= 2x one SGD step; CNN-16-2 >= 2x faster than naive (10x on a GPU).
+
+The confusion probe: the paper's probe (100 pairs of mini-batches of 128) against one training
+epoch (goal for CNN-16-2: at most PROBE_SHARE_GOAL of an epoch), and its mini-batch gradients
+``probe.group`` at a time (vmapped) against one backward pass each. The probe is timed as a run
+takes it, TF32 off, on the Trainer's ProbeContext; other pairs or group values are a new probe
+built from a copy of the Trainer's probe settings, never an edit of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from .. import probes
+from ..backend import exact_matmul
+from ..models import build_model
+from ..probes.func import vmap_per_example_gram
+from ..train import Trainer
+from .timing import SHARE, Row, best_seconds
+from .training import MLP, MNIST_STEPS_PER_EPOCH, cifar_like, trainer_for
+
+PROBE_SHARE_GOAL = 0.6  # the paper's probe adds at most 60% to a CNN-16-2 epoch (issue goal)
+PAPER_PAIRS = 100
+
+
+def gram_case(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, goals: dict[str, float],
+              repeat: int) -> list[Row]:
+    """Rows for one model: the per-example Gram on (x, y) against each baseline."""
+    device = x.device
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: same cost, weights unchanged
+
+    def sgd_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    baselines = {
+        "naive loop": lambda: probes.naive_per_example_gram(model, F.cross_entropy, x, y),
+        "torch.func vmap (chunks of 32)": lambda: vmap_per_example_gram(model, F.cross_entropy, x, y,
+                                                                        chunk_size=32),
+        "one SGD step": sgd_step,
+    }
+    gram_seconds = best_seconds(lambda: probes.per_example_gram(model, F.cross_entropy, x, y), device, repeat)
+    return [Row(f"{name} per-example gram (B={x.shape[0]})", str(device), gram_seconds, "s", baseline,
+                best_seconds(fn, device, 1 if baseline == "naive loop" else repeat),
+                goal=goals.get(baseline, math.nan))
+            for baseline, fn in baselines.items()]
+
+
+def gram_rows(device: torch.device | str, quick: bool) -> list[Row]:
+    """The per-example Gram of the MLP 4x256 and of CNN-16-2 against its baselines."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    batch, repeat = (8, 1) if quick else (128, 3)
+    cases = {"mlp4x256": ({**MLP, "width": 32 if quick else 256}, (1, 28, 28),
+                          {"naive loop": 80.0, "one SGD step": 0.5}),
+             "cnn16-2": ({"name": "cnn", "depth": 16, "width": 1 if quick else 2},
+                         (3, 8, 8) if quick else (3, 32, 32),
+                         {"naive loop": 10.0 if device.type == "cuda" else 2.0})}
+    rows = []
+    for name, (model_cfg, shape, goals) in cases.items():
+        model = build_model(OmegaConf.create(model_cfg), shape, 10).to(device)
+        x = torch.randn(batch, *shape, generator=generator).to(device)
+        y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+        rows += gram_case(name, model, x, y, goals, repeat)
+    return rows
+
+
+def probe_seconds(trainer: Trainer, device: torch.device, pairs: int, group: int = 1) -> float:
+    """Seconds per pair of mini-batches of the Trainer's confusion probe, rebuilt with ``pairs``
+    pairs and ``group`` (the Trainer's own probe and its settings untouched), measured on the
+    Trainer's ProbeContext with TF32 off, as Trainer.probe runs it."""
+    settings = OmegaConf.merge(trainer.probes[0].settings, {"pairs": pairs, "group": group})
+    probe = probes.PROBES[settings.mode](settings)
+
+    def measure():
+        with exact_matmul(device):
+            probe.measure(trainer.probe_context)
+
+    return best_seconds(measure, device, 1) / pairs
+
+
+def probe_group_row(trainer: Trainer, device: torch.device, name: str, group: int,
+                    pairs: int) -> tuple[Row, float]:
+    """The probe's mini-batch gradients ``group`` at a time (vmapped) vs one backward pass each
+    (the default, probe.group=1): the row, and the seconds per pair at group 1."""
+    single = probe_seconds(trainer, device, pairs, group=1)
+    grouped = probe_seconds(trainer, device, pairs, group=group)
+    return Row(f"{name} probe pairs, group {group} vs 1", str(device), grouped, "s",
+               "group=1 (a backward each)", single, note="ratio > 1: grouping is faster"), single
+
+
+def probe_vs_epoch_row(name: str, epoch: str, device: torch.device, pair_seconds: float,
+                       epoch_seconds: float, goal: float = math.nan) -> Row:
+    """The paper's probe (PAPER_PAIRS pairs) against one training epoch (ratio = probe/epoch)."""
+    return Row(f"{name} probe({PAPER_PAIRS} pairs) vs {epoch}", str(device), PAPER_PAIRS * pair_seconds,
+               "s", "one epoch", epoch_seconds, SHARE, goal=goal, lower_is_better=True,
+               note="ratio = probe/epoch")
+
+
+def mlp_probe_rows(trainer: Trainer, images_per_s: float, device: torch.device, quick: bool) -> list[Row]:
+    """MNIST MLP 4x256 (``trainer``, training at ``images_per_s``): the paper's probe vs an MNIST
+    epoch, and the probe's mini-batch gradients 16 at a time vs one backward pass each."""
+    group, single = probe_group_row(trainer, device, "mlp4x256", 16, 4 if quick else 20)
+    epoch = 128 / images_per_s * MNIST_STEPS_PER_EPOCH
+    return [probe_vs_epoch_row("mlp4x256", "MNIST epoch", device, single, epoch), group]
+
+
+def cnn_probe_group(device: torch.device, quick: bool, group: int = 8) -> list[Row]:
+    """CNN-16-2: the probe's mini-batch gradients ``group`` at a time vs one backward pass each."""
+    data = cifar_like(device, 64 if quick else 512, size=8 if quick else 32)
+    depth = 10 if quick else 16
+    trainer = trainer_for({"name": "cnn", "depth": depth, "width": 2}, data, device,
+                          probe={"batch_size": 16} if quick else None)
+    return [probe_group_row(trainer, device, f"cnn{depth}-2", group, group // 2)[0]]

@@ -1,0 +1,98 @@
+"""Device-hours of the paper's sweeps (and of the quick depth sweep: goal on a GPU, half an hour),
+estimated from the measured SGD-step and probe-pair times of every architecture they train and
+from each sweep's own config (epochs, seeds, grid, probe pairs and schedule; evaluation and I/O
+left out). The same timings give CNN-16-2's probe against a CIFAR-10 epoch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import yaml
+from omegaconf import DictConfig
+
+from .. import probes
+from ..config import compose, sweep_values
+from ..data import DATASETS
+from .probes import PROBE_SHARE_GOAL, probe_seconds, probe_vs_epoch_row
+from .timing import SHARE, Row
+from .training import cifar_like, step_seconds, trainer_for
+
+QUICK_DEPTH_HOURS_GOAL = 0.5  # the whole quick-scale depth sweep on one H100 (issue goal)
+CIFAR_STEPS_PER_EPOCH = 50_000 // 128
+
+Arch = tuple[int, int, bool, bool]  # CNN depth, width, batch_norm, skip
+
+
+def sweep_plan(sweep: str, scale: str) -> tuple[DictConfig, list[Arch]]:
+    """The config `confusion run +sweep=SWEEP scale=SCALE` composes, and the architecture of each of
+    its runs (the sweep's own grid, expanded as Hydra expands it)."""
+    cfg = compose([f"+sweep={sweep}", f"scale={scale}"])
+    axes = {key: [yaml.safe_load(v) for v in sweep_values(f"{key}={value}")]
+            for key, value in cfg.hydra.sweeper.params.items()}
+    archs = []
+    for combo in itertools.product(*axes.values()):
+        run = dict(zip(axes, combo))
+        model = {k: run.get(f"model.{k}", cfg.model[k]) for k in ("depth", "width", "batch_norm", "skip")}
+        archs.append((model["depth"], model["width"], model["batch_norm"], model["skip"]))
+    return cfg, archs
+
+
+def probe_events(probe_cfg: DictConfig, epochs: int, steps_per_epoch: int) -> int:
+    """How many times a run of ``epochs`` epochs of ``steps_per_epoch`` steps probes, at the
+    schedule ``probe.schedule`` (with ``every`` and ``at_init``), as the Trainer does."""
+    schedule = probes.Schedule.parse(probe_cfg.get("schedule", "epoch"), probe_cfg.every,
+                                     probe_cfg.at_init)
+    events = int(schedule.at_init)
+    for epoch in range(1, epochs + 1):
+        end = epoch * steps_per_epoch
+        if schedule.kind != "epoch":  # probes between two steps of the epoch
+            events += sum(schedule.at_step(step) for step in range(end - steps_per_epoch + 1, end))
+        events += schedule.at_epoch_end(epoch, end, epoch == epochs)
+    return events
+
+
+def sweep_seconds(cfg: DictConfig, archs: list[Arch], timings: dict[Arch, tuple[float, float]]) -> float:
+    """Estimated device-seconds of a sweep: per run, epochs x steps x step time plus every probe
+    event's pairs x pair time (evaluation and I/O left out)."""
+    spec = DATASETS[cfg.dataset.name]
+    steps = (cfg.dataset.train_size or spec.sizes[0]) // cfg.optim.batch_size
+    epochs = cfg.optim.epochs
+    events = probe_events(cfg.probe, epochs, steps)
+    return sum(epochs * steps * timings[a][0] + events * cfg.probe.pairs * timings[a][1] for a in archs)
+
+
+def bench_sweeps(device: torch.device, quick: bool) -> list[Row]:
+    """CNN-16-2's probe vs an epoch, and the device-hours of the paper's sweeps (and the quick
+    depth sweep), from the step and probe-pair times of every architecture they train."""
+    rows = []
+    gpu = device.type == "cuda"
+    steps = 3 if quick else (20 if gpu else 2)
+    pairs = 2 if quick else (20 if gpu else 1)
+    data = cifar_like(device, 64 if quick else 512, size=8 if quick else 32)
+    planned = [("depth", "smoke")] if quick else [("depth", "paper"), ("width", "paper"),
+                                                  ("bn_skip", "paper"), ("depth", "quick")]
+    plans = {(sweep, scale): sweep_plan(sweep, scale) for sweep, scale in planned}
+    timings: dict[Arch, tuple[float, float]] = {}
+    for depth, width, bn, skip in sorted({a for _, archs in plans.values() for a in archs}):
+        trainer = trainer_for({"name": "cnn", "depth": depth, "width": width, "batch_norm": bn, "skip": skip},
+                              data, device, batch_size=16 if quick else 128,
+                              probe={"batch_size": 16} if quick else None)
+        step = step_seconds(trainer, device, steps)
+        pair = probe_seconds(trainer, device, pairs)
+        timings[(depth, width, bn, skip)] = step, pair
+        print(f"  cnn{depth}-{width} bn={bn} skip={skip}: step {step:.3g} s, probe pair "
+              f"{pair:.3g} s", flush=True)
+        if (depth, width, bn, skip) == ((10 if quick else 16), 2, False, False):
+            rows.append(probe_vs_epoch_row(f"cnn{depth}-{width}", "epoch", device, pair,
+                                           step * CIFAR_STEPS_PER_EPOCH, goal=PROBE_SHARE_GOAL))
+    for (sweep, scale), (cfg, archs) in plans.items():
+        hours = sweep_seconds(cfg, archs, timings) / 3600
+        has_goal = gpu and (sweep, scale) == ("depth", "quick")
+        rows.append(Row(f"{scale} sweep {sweep}: {len(archs)} runs (est.)", str(device), hours,
+                        f"{device.type}-hours", "GPU goal" if has_goal else "-",
+                        QUICK_DEPTH_HOURS_GOAL if has_goal else math.nan, SHARE,
+                        goal=1.0 if has_goal else math.nan, lower_is_better=True))
+    return rows
