@@ -36,10 +36,9 @@ def group_size(model: nn.Module, group: int) -> int:
     """Mini-batch gradients per vmapped call for ``probe.group``, capped so that at most
     GRADIENT_BUDGET_BYTES of flat gradients are held at once.
 
-    1 (the default) is one backward pass per mini-batch. Grouping gives the same gradients; on a
-    2-core CPU (paper probe, batches of 128) it was up to 1.7x faster for small MLPs (4x64) and
-    slower for large ones (4x256 at 16: 0.81-0.98x in `make bench`; 8x512: 0.75x) and for conv
-    nets (CNN-16-2, 8 at a time: 0.44-0.53x). Not yet measured on a GPU.
+    1 (the default) is one backward pass per mini-batch. Grouping gives the same gradients;
+    whether it is faster depends on the model and the device: `make bench` times both
+    ("probe pairs, group N vs 1").
     """
     return max(1, min(check_group(group), GRADIENT_BUDGET_BYTES // gradient_bytes(model)))
 
