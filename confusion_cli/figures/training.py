@@ -76,8 +76,9 @@ def probe_steps_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
     panels = [m for m in STEP_PROBES if values(runs, m).notna().any()] + [loss]
     by = varying_columns(runs)
     colour = colours(runs, by)
+    schedules = sorted(map(str, runs.get("probe.schedule", pd.Series(dtype=str)).dropna().unique()))
     extra = "; ".join(filter(None, [
-        "probes at the end of every epoch and on each run's finer schedule",
+        f"probes at probe.schedule={' / '.join(schedules)}" if schedules else "",
         "loss of each step's mini-batch" if loss == "batch_loss" else "",
         legend_note(len(colour), "probe_steps"), still_running(frame)]))
     title = f"{describe(runs, by)}: probes along training, by SGD step"
