@@ -37,18 +37,46 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _precision_knobs() -> list:
+    """The objects whose ``fp32_precision`` says whether CUDA float32 matmuls and convolutions
+    may use TF32 ("tf32") or not ("ieee"). torch 2.9+ has this API and raises when it is mixed
+    with the older ``allow_tf32`` flags, so only it is used where it exists."""
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        return [matmul, conv]
+    return []
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool):
+    """CUDA float32 matmuls and convolutions in TF32 (``enabled``) or full float32 for the
+    duration; the previous settings restored after."""
+    knobs = _precision_knobs()
+    if knobs:
+        saved = [k.fp32_precision for k in knobs]
+        for knob in knobs:
+            knob.fp32_precision = "tf32" if enabled else "ieee"
+    else:  # an older torch: the legacy flags
+        knobs = [torch.backends.cuda.matmul, torch.backends.cudnn]
+        saved = [k.allow_tf32 for k in knobs]
+        for knob in knobs:
+            knob.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        attribute = "fp32_precision" if isinstance(saved[0], str) else "allow_tf32"
+        for knob, value in zip(knobs, saved):
+            setattr(knob, attribute, value)
+
+
 @contextlib.contextmanager
 def exact_matmul(device: torch.device):
     """Turn TF32 off (matmul and cuDNN) for the duration: gradient statistics stay float32."""
     if device.type != "cuda":
         yield
         return
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with tf32(False):
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 @contextlib.contextmanager
@@ -56,17 +84,17 @@ def backend(cfg, device: torch.device):
     """A run's backend settings for the duration, the process's previous ones restored after:
     the CPU thread count (``cfg.threads``) and, on CUDA, TF32 for matmuls and convolutions
     (``cfg.tf32``) and deterministic vs benchmarked cuDNN kernels (``cfg.deterministic``)."""
-    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = (torch.get_num_threads(), cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark,
-             cudnn.deterministic)
-    try:
-        if cfg.get("threads"):
-            torch.set_num_threads(cfg.threads)
-        if device.type == "cuda":
-            cuda.allow_tf32 = cudnn.allow_tf32 = bool(cfg.tf32)
-            cudnn.benchmark = not cfg.deterministic
-            cudnn.deterministic = bool(cfg.deterministic)
-        yield
-    finally:
-        torch.set_num_threads(saved[0])
-        cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic = saved[1:]
+    cudnn = torch.backends.cudnn
+    saved = torch.get_num_threads(), cudnn.benchmark, cudnn.deterministic
+    with contextlib.ExitStack() as stack:
+        try:
+            if cfg.get("threads"):
+                torch.set_num_threads(cfg.threads)
+            if device.type == "cuda":
+                stack.enter_context(tf32(bool(cfg.tf32)))
+                cudnn.benchmark = not cfg.deterministic
+                cudnn.deterministic = bool(cfg.deterministic)
+            yield
+        finally:
+            torch.set_num_threads(saved[0])
+            cudnn.benchmark, cudnn.deterministic = saved[1:]

@@ -8,6 +8,8 @@ re-launching a killed sweep continues where it stopped and every config has one 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import sys
 import time
@@ -68,7 +70,8 @@ def execute(cfg: DictConfig) -> str:
             if not held.enter_context(records.run_lock(run_dir)):
                 print(f"{prefix}skip: already running in {run_dir}", flush=True)
                 return "skipped"
-            if how == "new":
+            if how == "new":  # config first: a claimed directory is always one that can be vetted
+                records.write_config(run_dir, cfg)
                 records.write_json(run_dir / records.RUN_JSON, {"status": "running",
                                                                 "config_hash": cfg_hash})
         device = resolve_device(cfg.device)
@@ -91,7 +94,8 @@ def _start(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.de
             "bn_convention": probes.bn_convention(cfg.probe), "_t0": time.perf_counter(),
             "wall_seconds_before": (old or {}).get("wall_seconds", 0.0),
             **records.provenance(device)}
-    recorder = records.RunRecorder(run_dir, cfg, meta, resume=state is not None)
+    rows = None if state is None else state.get("metrics_rows", records.legacy_rows(run_dir))
+    recorder = records.RunRecorder(run_dir, cfg, meta, rows)
     recorder.set_status("running")
     if unreadable:
         recorder.log("restarting from scratch: the checkpoint was unreadable")
@@ -122,6 +126,15 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
                 status = "diverged"
                 recorder.say(prefix, f"diverged at epoch {int(row['epoch'])} (loss {row['train_loss']}):"
                                      " recorded as diverged; lower optim.lr")
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        error = (f"no space left on the disk of {run_dir} ({exc.strerror}): free some space, or "
+                 "use records_root=PATH on another disk; relaunching resumes this run from its "
+                 "last checkpoint")
+        with contextlib.suppress(OSError):  # the disk may be too full to say so
+            recorder.set_status("failed", error=error)
+        raise ConfusionError(error) from None
     except ConfusionError as exc:
         recorder.set_status("failed", error=str(exc))
         recorder.log(f"error: {exc}")

@@ -113,7 +113,7 @@ def test_writes_never_follow_a_planted_link(tmp_path):
              records.CONFIG]
     for name in names:
         (run_dir / name).symlink_to(outside)
-    recorder = RunRecorder(run_dir, OmegaConf.create({"seed": 0}), {"_t0": 0.0}, resume=False)
+    recorder = RunRecorder(run_dir, OmegaConf.create({"seed": 0}), {"_t0": 0.0})
     recorder.add_row({"epoch": 0, "step": 0, "train_loss": 1.0},
                      {"cos": torch.ones(2), "inner": torch.ones(2)}, {"w": torch.zeros(3)})
     recorder.set_status("running")

@@ -131,20 +131,30 @@ def test_a_finished_trainer_is_freed():
 
 
 def test_backend_flags_are_set_for_a_run_and_restored_after():
-    """TF32, cuDNN and thread settings hold inside ``backend`` and are the process's own again
-    after it, also when the run fails (flags can be set without a GPU)."""
+    """TF32 (through torch's fp32_precision API, never mixed with the legacy flags), cuDNN and
+    thread settings hold inside ``backend``, the probes' exact_matmul turns TF32 off, and all are
+    the process's own again after, also when the run fails (flags can be set without a GPU)."""
+    from confusion_cli.backend import _precision_knobs, backend, exact_matmul
 
-    from confusion_cli.backend import backend
+    knobs, cudnn = _precision_knobs(), torch.backends.cudnn
+    assert knobs, "torch >= 2.9 has the fp32_precision API"
 
-    cuda, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    before = (torch.get_num_threads(), cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark,
-              cudnn.deterministic)
-    cfg = OmegaConf.create({"threads": 1, "tf32": not cuda.allow_tf32,
-                            "deterministic": not cudnn.deterministic})
+    def state():
+        return (torch.get_num_threads(), cudnn.benchmark, cudnn.deterministic,
+                [k.fp32_precision for k in knobs])
+
+    before = state()
+    cfg = OmegaConf.create({"threads": 1, "tf32": True, "deterministic": not cudnn.deterministic})
     with pytest.raises(RuntimeError), backend(cfg, torch.device("cuda")):
         assert torch.get_num_threads() == 1
-        assert cuda.allow_tf32 is cudnn.allow_tf32 is cfg.tf32
+        assert [k.fp32_precision for k in knobs] == ["tf32", "tf32"]
+        with exact_matmul(torch.device("cuda")):
+            assert [k.fp32_precision for k in knobs] == ["ieee", "ieee"]
+        assert [k.fp32_precision for k in knobs] == ["tf32", "tf32"]
         assert cudnn.deterministic is cfg.deterministic and cudnn.benchmark is not cfg.deterministic
         raise RuntimeError("a run that fails")
-    assert (torch.get_num_threads(), cuda.allow_tf32, cudnn.allow_tf32, cudnn.benchmark,
-            cudnn.deterministic) == before
+    assert state() == before
+    with backend(OmegaConf.create({"threads": None, "tf32": False, "deterministic": True}),
+                 torch.device("cuda")):
+        assert [k.fp32_precision for k in knobs] == ["ieee", "ieee"]
+    assert state() == before

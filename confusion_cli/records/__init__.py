@@ -24,8 +24,10 @@ from .layout import (
 from .lock import choose_run_dir, claim_lock, run_lock
 from .provenance import provenance
 from .reader import (
+    distrust,
     find_runs,
     flatten,
+    legacy_rows,
     load,
     load_samples,
     read_run_json,
@@ -34,10 +36,11 @@ from .reader import (
     run_dirs,
 )
 from .sweep import mark_finished, planned_total, write_plan
-from .writer import RunRecorder, append_line, atomic_write, write_csv, write_json
+from .writer import RunRecorder, append_line, atomic_write, write_config, write_csv, write_json
 
 __all__ = ["CHECKPOINT", "CONFIG", "ERROR", "FINISHED", "METRICS", "RUN_JSON", "RUN_LOG", "SAMPLES",
            "RecordWarning", "RunRecorder", "append_line", "atomic_write", "choose_run_dir",
+           "distrust", "legacy_rows", "write_config",
            "claim_lock", "config_hash", "find_runs", "flatten", "load", "load_samples",
            "mark_finished", "planned_total", "provenance", "read_checkpoint", "read_run_json",
            "read_samples_file", "require_records", "run_dirs", "run_lock", "samples_path",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ..errors import ConfusionError
-from .layout import CONFIG, FINISHED, METRICS, RUN_JSON, SAMPLES, RecordWarning
+from .layout import CHECKPOINT, CONFIG, FINISHED, METRICS, RUN_JSON, SAMPLES, RecordWarning
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any] | None:
@@ -40,8 +41,36 @@ def run_dirs(root: str | os.PathLike) -> list[Path]:
     return sorted(p.parent for p in root.rglob(RUN_JSON))
 
 
+def distrust(root: Path, run_dir: Path, cfg_hash: str) -> str | None:
+    """Why the run directory ``run_dir``, which claims the config hash ``cfg_hash``, must not be
+    believed (None: it may be): it must lie under ``root`` through no symlink, be owned by the
+    current user with its run.json, and hold a config.yaml that hashes to the claimed hash."""
+    from .hashing import config_hash  # the hash of a config read back from disk
+
+    root, run_dir = Path(os.path.abspath(root)), Path(os.path.abspath(run_dir))
+    if root not in run_dir.parents or root.resolve() not in run_dir.resolve().parents:
+        return f"it is outside records_root {root}"
+    path = root
+    for part in run_dir.relative_to(root).parts:
+        path = path / part
+        if path.is_symlink():
+            return f"{path} is a symbolic link"
+    for name in (RUN_JSON, CONFIG, CHECKPOINT, METRICS):
+        if (run_dir / name).is_symlink():
+            return f"its {name} is a symbolic link"
+    if any(os.stat(p).st_uid != os.getuid() for p in (run_dir, run_dir / RUN_JSON)):
+        return "it belongs to another user"
+    try:
+        claimed = config_hash(OmegaConf.load(run_dir / CONFIG))
+    except Exception as exc:  # noqa: BLE001 - any unreadable config is not believed
+        return f"its {CONFIG} is unreadable ({type(exc).__name__})"
+    return None if claimed == cfg_hash else f"its {CONFIG} does not hash to the hash its run.json claims"
+
+
 def find_runs(root: str | os.PathLike, cfg_hash: str) -> list[tuple[Path, dict[str, Any]]]:
-    """Runs under ``root`` whose config hash is ``cfg_hash``, finished ones first."""
+    """The trusted runs under ``root`` whose config hash is ``cfg_hash``, finished ones first.
+    A directory that claims the hash but cannot be trusted (see ``distrust``) is skipped with a
+    one-line warning on stderr: a planted record never makes a run skip or resume."""
     if not Path(root).is_dir():
         return []
     found = []
@@ -49,10 +78,20 @@ def find_runs(root: str | os.PathLike, cfg_hash: str) -> list[tuple[Path, dict[s
         warnings.simplefilter("ignore", RecordWarning)
         for d in run_dirs(root):
             meta = read_run_json(d)
-            if meta is not None and meta.get("config_hash") == cfg_hash:
-                found.append((d, meta))
+            if meta is None or meta.get("config_hash") != cfg_hash:
+                continue
+            if (why := distrust(Path(root), d, cfg_hash)) is not None:
+                print(f"warning: ignoring the record in {d}: {why}", file=sys.stderr, flush=True)
+                continue
+            found.append((d, meta))
     found.sort(key=lambda item: item[1]["status"] not in FINISHED)
     return found
+
+
+def legacy_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The metrics rows of a run whose checkpoint predates rows in checkpoints: its metrics.csv."""
+    metrics = Path(run_dir) / METRICS
+    return pd.read_csv(metrics).to_dict("records") if metrics.is_file() else []
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -79,21 +79,28 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda f: frame.to_csv(f, index=False))
 
 
+def write_config(run_dir: Path, cfg: DictConfig) -> None:
+    """The run's resolved config, ``config.yaml``: what its config hash is checked against."""
+    atomic_write(run_dir / CONFIG, lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
+
+
 class RunRecorder:
     """Writes one run's directory: run.json, config, metrics, samples, checkpoints, run.log."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, meta: dict[str, Any], resume: bool):
+    def __init__(self, run_dir: Path, cfg: DictConfig, meta: dict[str, Any],
+                 resume_rows: list[dict[str, float]] | None = None):
+        """``resume_rows``: the metrics rows a checkpoint carries (None: a new run or a restart).
+        A resumed run takes its rows from its checkpoint, not from metrics.csv, so rows planted
+        in the file are never merged into its records."""
         self.dir = run_dir
         self.meta = meta
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float]] = list(resume_rows or [])
         metrics = run_dir / METRICS
-        if resume:  # keep the rows up to the checkpoint; later ones are recomputed
-            self.rows = pd.read_csv(metrics).to_dict("records") if metrics.is_file() else []
-        else:  # a new run, or a restart of one that died before its first checkpoint
+        if resume_rows is None:  # a new run, or a restart of one that died before its first checkpoint
             metrics.unlink(missing_ok=True)
             shutil.rmtree(run_dir / SAMPLES, ignore_errors=True)
         (run_dir / SAMPLES).mkdir(exist_ok=True)
-        atomic_write(run_dir / CONFIG, lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
+        write_config(run_dir, cfg)
 
     def say(self, prefix: str, line: str, err: bool = False) -> None:
         """Print ``prefix + line`` (to stderr with ``err``) and ``log`` it."""
@@ -125,5 +132,6 @@ class RunRecorder:
             write_csv(samples_path(self.dir, row["epoch"], row["step"]), frame)
         self.rows = [r for r in self.rows if r["step"] < row["step"]] + [row]
         write_csv(self.dir / METRICS, pd.DataFrame(self.rows))
-        if state is not None:
+        if state is not None:  # the rows so far travel with the state they belong to
+            state = {**state, "metrics_rows": self.rows}
             atomic_write(self.dir / CHECKPOINT, lambda f: torch.save(state, f), binary=True)
