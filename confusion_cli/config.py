@@ -150,7 +150,36 @@ def validate(cfg) -> None:
     probes.check(cfg.probe, cfg.get("extra_probes"), train_size)
     check_device(str(cfg.device))
     _check_run_options(cfg)
+    check_memory(cfg)
     _check_writable(Path(cfg.records_root))
+
+
+GIB = 1 << 30
+
+
+def check_memory(cfg) -> None:
+    """Refuse, in one line naming the setting to change, a run whose estimated memory (the data
+    on the device, the model with its gradients and optimizer state, and the largest of its
+    probes) is above ``memory_budget_gib``. Estimates, not measurements: `make bench` measures."""
+    import torch
+
+    from . import data, models, probes
+
+    train, test, shape = data.sizes(cfg.dataset)
+    spec = data.DATASETS[cfg.dataset.name]
+    classes = cfg.dataset.get("num_classes", 2) if cfg.dataset.name == "sphere" else spec.num_classes
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        params = sum(p.numel() for p in models.build_model(cfg.model, shape, classes).parameters())
+    floats = math.prod(shape)
+    parts = [(4 * (train + test) * floats, "dataset.train_size"), (16 * params, "model.width")]
+    parts += probes.memory(cfg.probe, cfg.get("extra_probes"), params, floats)
+    budget = cfg.get("memory_budget_gib", 8)
+    total = sum(size for size, _ in parts)
+    if total > budget * GIB:
+        size, option = max(parts)
+        raise ConfusionError(f"this run would hold about {total / GIB:.1f} GiB ({size / GIB:.1f} GiB "
+                             f"set by {option}), above memory_budget_gib={budget}: lower {option}, "
+                             "or raise memory_budget_gib if the device has the memory")
 
 
 def _positive_int(value: object, allow_none: bool = False, minimum: int = 1) -> bool:

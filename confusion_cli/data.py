@@ -279,6 +279,25 @@ def _corrupt_detail(name: str, spec: DatasetSpec, root: Path, err: Exception) ->
     return " ".join(f"{type(err).__name__}: {err}".split())[:200]
 
 
+INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
+                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+
+
+def sizes(cfg: Any) -> tuple[int, int, tuple[int, ...]]:
+    """(training examples, test examples, shape of one input) of the dataset config, without
+    loading anything."""
+    name = str(_opt(cfg, "name", "digits"))
+    spec = DATASETS[name]
+    if spec.source == "synthetic":
+        full = int(_opt(cfg, "n_train", 256)), int(_opt(cfg, "n_test", 0))
+        shape: tuple[int, ...] = (int(_opt(cfg, "dim", 64)),)
+    else:
+        full, shape = spec.sizes, INPUT_SHAPES[name]
+    train, test = (n if (size := _opt(cfg, key, None)) is None else min(int(size), n)
+                   for n, key in zip(full, ("train_size", "test_size")))
+    return train, test, shape
+
+
 def validate(cfg: Any, data_dir: str | os.PathLike) -> int:
     """Check the dataset config before a run (a known name, files on disk) and return the number
     of training examples the run will have, without loading them."""
@@ -286,10 +305,7 @@ def validate(cfg: Any, data_dir: str | os.PathLike) -> int:
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
     ensure_available(cfg, data_dir)
-    spec = DATASETS[name]
-    full = int(_opt(cfg, "n_train", 256)) if spec.source == "synthetic" else spec.sizes[0]
-    size = _opt(cfg, "train_size", None)
-    return full if size is None else min(int(size), full)
+    return sizes(cfg)[0]
 
 
 def ensure_available(cfg: Any, data_dir: str | os.PathLike) -> None:

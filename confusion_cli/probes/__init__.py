@@ -67,6 +67,11 @@ def build(probe_cfg, extra_cfg) -> list[Probe]:
     return built
 
 
+def memory(probe_cfg, extra_cfg, params: int, example_floats: int) -> list[tuple[int, str]]:
+    """Each probe's memory estimate (bytes, the setting that sets it); see Probe.memory."""
+    return [probe.memory(params, example_floats) for probe in build(probe_cfg, extra_cfg)]
+
+
 def check(probe_cfg, extra_cfg, train_size: int) -> Schedule:
     """Validate every probe of a run and its schedule before training; return the schedule."""
     schedule = Schedule.parse(probe_cfg.get("schedule", "epoch"), probe_cfg.every, probe_cfg.at_init)
@@ -79,5 +84,5 @@ def check(probe_cfg, extra_cfg, train_size: int) -> Schedule:
 
 __all__ = ["BN_CONVENTIONS", "BN_MODES", "MODES", "PROBES", "Probe", "ProbeContext", "Schedule",
            "all_pairs_stats", "bn_convention", "bn_mode", "build", "check", "check_bn_mode",
-           "extra_names", "gram_pair_statistics", "minibatch_pair_stats", "naive_per_example_gram",
+           "extra_names", "gram_pair_statistics", "memory", "minibatch_pair_stats", "naive_per_example_gram",
            "pair_statistics", "per_example_gram", "register"]

@@ -70,6 +70,11 @@ class Probe(ABC):
         (the default: any settings work)."""
         return None
 
+    def memory(self, params: int, example_floats: int) -> tuple[int, str]:
+        """(bytes, the setting that sets them): an estimate of the largest memory the probe holds
+        for a model of ``params`` float32 parameters on examples of ``example_floats`` floats."""
+        return 0, ""
+
     @abstractmethod
     def measure(self, ctx: ProbeContext) -> tuple[Scalars, Samples]:
         """(scalars for the metrics row, per-pair samples or {}) at the current weights."""

@@ -22,9 +22,9 @@ import torch
 
 from ..errors import ConfusionError
 from .base import Probe, ProbeContext, Samples, Scalars, fits, positive_int, register
-from .gram import per_example_gram
+from .gram import CHUNK_BUDGET, per_example_gram
 from .naive import BN_MODES
-from .pairs import all_pairs_stats, check_group, minibatch_pair_stats
+from .pairs import GRADIENT_BUDGET_BYTES, all_pairs_stats, check_group, minibatch_pair_stats
 from .stats import SAMPLES, gram_pair_statistics
 
 MODES = ("minibatch_pairs", "all_pairs", "per_example")
@@ -66,6 +66,10 @@ class ConfusionProbe(Probe):
 
 @register("minibatch_pairs")
 class MinibatchPairs(ConfusionProbe):
+    def memory(self, params: int, example_floats: int) -> tuple[int, str]:
+        inputs = 2 * self.settings.pairs * self.settings.batch_size * example_floats  # drawn up front
+        return 4 * (inputs + 2 * self.settings.get("group", 1) * params), "probe.pairs"
+
     def statistics(self, ctx: ProbeContext, bn_mode: str, group: int) -> dict:
         size = self.settings.batch_size
         pairs = [(ctx.batch(size), ctx.batch(size)) for _ in range(self.settings.pairs)]
@@ -74,6 +78,12 @@ class MinibatchPairs(ConfusionProbe):
 
 @register("all_pairs")
 class AllPairs(ConfusionProbe):
+    def memory(self, params: int, example_floats: int) -> tuple[int, str]:
+        batches = self.settings.batches
+        held = min(batches, self.settings.chunk_size or GRADIENT_BUDGET_BYTES // (4 * params) or 1)
+        floats = batches * self.settings.batch_size * example_floats + 2 * held * params
+        return 4 * floats + 8 * batches ** 2, "probe.batches"
+
     def statistics(self, ctx: ProbeContext, bn_mode: str, group: int) -> dict:
         batches = [ctx.batch(self.settings.batch_size) for _ in range(self.settings.batches)]
         return all_pairs_stats(ctx.model, ctx.loss_fn, batches, chunk_size=self.settings.chunk_size,
@@ -83,6 +93,10 @@ class AllPairs(ConfusionProbe):
 @register("per_example")
 class PerExample(ConfusionProbe):
     size_key = "examples"
+
+    def memory(self, params: int, example_floats: int) -> tuple[int, str]:
+        examples = self.settings.examples  # the Gram (float64, a few copies) and one layer's chunk
+        return 24 * examples ** 2 + 4 * (examples * example_floats + CHUNK_BUDGET), "probe.examples"
 
     def statistics(self, ctx: ProbeContext, bn_mode: str, group: int) -> dict:
         x, y = ctx.batch(self.settings.examples)

@@ -20,6 +20,11 @@ class GradNorm(Probe):
             positive_int(self.settings, key, "extra_probes.grad_norm")
         fits(self.settings, "batch_size", "extra_probes.grad_norm", train_size)
 
+    def memory(self, params: int, example_floats: int) -> tuple[int, str]:
+        batches = self.settings.batches  # the batches and their flat gradients, all held at once
+        floats = batches * (self.settings.batch_size * example_floats + params)
+        return 4 * floats, "extra_probes.grad_norm.batches"
+
     def measure(self, ctx: ProbeContext) -> tuple[Scalars, Samples]:
         batches = [ctx.batch(self.settings.batch_size) for _ in range(self.settings.batches)]
         with train_mode_frozen_stats(ctx.model):

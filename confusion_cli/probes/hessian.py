@@ -95,6 +95,10 @@ class Hessian(Probe):
         for key in ("examples", "top_k", "iters"):
             positive_int(self.settings, key, "extra_probes.hessian")
 
+    def memory(self, params: int, example_floats: int) -> tuple[int, str]:
+        floats = self.settings.iters * params + self.settings.examples * example_floats  # Lanczos basis
+        return 4 * floats, "extra_probes.hessian.iters"
+
     def measure(self, ctx: ProbeContext) -> tuple[Scalars, Samples]:
         cfg, generator = self.settings, ctx.generator
         n = ctx.x_train.shape[0]
