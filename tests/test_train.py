@@ -23,41 +23,80 @@ def params(t: Trainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in t.model.parameters()]
 
 
-def textbook_epoch(t: Trainer) -> tuple[float, float]:
-    """One epoch the plain way: same permutation, zero_grad / backward / optimizer.step per batch."""
-    t.model.train()
-    x, y, bs = t.data.x_train, t.data.y_train, t.batch_size
-    order = torch.randperm(x.shape[0], generator=t.generator)
-    losses, correct = [], 0
-    for i in range(t.steps_per_epoch):
-        idx = order[i * bs:(i + 1) * bs]
-        out = t.model(x[idx])
-        loss = F.cross_entropy(out, y[idx])
-        t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        t.optimizer.step()
-        losses.append(loss.item())
-        correct += int((out.argmax(1) == y[idx]).sum())
-    t.scheduler.step()
-    return math.fsum(losses) / len(losses), correct / (t.steps_per_epoch * bs)
+class Textbook:
+    """The reference: its own copy of the model (same config and seed), a plain torch.optim.SGD
+    with MultiStepLR and no hooks, zero_grad / backward / step per batch, on the same data and
+    the same permutations (its own generator, seeded as the Trainer's)."""
+
+    def __init__(self, t: Trainer, cfg):
+        from confusion_cli.models import build_model
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, t.data.input_shape, t.data.num_classes)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(cfg.optim.milestones), gamma=cfg.optim.gamma)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.x, self.y, self.bs = t.data.x_train, t.data.y_train, t.batch_size
+
+    def epoch(self, steps: int) -> tuple[float, float]:
+        self.model.train()
+        order = torch.randperm(self.x.shape[0], generator=self.generator)
+        losses, correct = [], 0
+        for i in range(steps):
+            idx = order[i * self.bs:(i + 1) * self.bs]
+            out = self.model(self.x[idx])
+            loss = F.cross_entropy(out, self.y[idx])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            correct += int((out.argmax(1) == self.y[idx]).sum())
+        self.scheduler.step()
+        return math.fsum(losses) / len(losses), correct / (steps * self.bs)
+
+
+def composed(*overrides: str):
+    cfg = config.compose(["dataset.train_size=200", "dataset.test_size=50", "optim.batch_size=32",
+                          "probe=minibatch_pairs", "probe.pairs=3", "probe.batch_size=16", *overrides])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def test_update_in_backward_is_torch_sgd_bit_for_bit():
-    """Plain SGD applied in backward = torch.optim.SGD's step, across an LR milestone."""
-    fast, plain = trainer("optim.milestones=[1]", "optim.gamma=0.1"), trainer("optim.milestones=[1]",
-                                                                              "optim.gamma=0.1")
-    assert fast.update_in_backward and plain.update_in_backward
-    for before_a, before_b in zip(params(fast), params(plain)):
+    """Plain SGD applied in backward = a hook-free torch.optim.SGD loop, across an LR milestone."""
+    cfg = composed("optim.milestones=[1]", "optim.gamma=0.1")
+    fast = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+    plain = Textbook(fast, cfg)
+    assert fast.update_in_backward
+    assert not any(p._post_accumulate_grad_hooks for p in plain.model.parameters())
+    for before_a, before_b in zip(params(fast), plain.model.parameters()):
         assert torch.equal(before_a, before_b)
     for epoch in range(2):
         stats = fast.train_epoch()
-        loss, acc = textbook_epoch(plain)
+        loss, acc = plain.epoch(fast.steps_per_epoch)
         assert fast.optimizer.param_groups[0]["lr"] == plain.optimizer.param_groups[0]["lr"]
-        for a, b in zip(params(fast), params(plain)):
+        for a, b in zip(params(fast), plain.model.parameters()):
             assert torch.equal(a, b), f"epoch {epoch}: weights differ"
         assert stats["train_loss"] == pytest.approx(loss, rel=1e-6)
         assert stats["train_acc"] == pytest.approx(acc, abs=1e-12)
     assert all(p.grad is None for p in fast.model.parameters())
+
+
+def test_a_backward_pass_outside_a_step_updates_nothing():
+    """The in-backward update hooks act only inside sgd_step: anyone else's loss.backward() (a
+    probe, a user) leaves the weights alone and accumulates .grad as usual."""
+    t = trainer()
+    assert t.update_in_backward
+    before = params(t)
+    x, y = t.data.x_train[:16], t.data.y_train[:16]
+    t.loss_fn(t.model(x), y).backward()
+    for a, b in zip(before, params(t)):
+        assert torch.equal(a, b)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in t.model.parameters())
+    t.sgd_step(x, y)
+    assert any(not torch.equal(a, b) for a, b in zip(before, params(t)))
 
 
 def test_momentum_and_weight_decay_take_the_optimizer_path():
@@ -83,11 +122,18 @@ def test_probing_never_updates_the_weights(probe):
 
 
 def test_max_steps_stops_mid_epoch_and_counts_only_steps_taken():
-    t = trainer("optim.max_steps=4")
+    """4 of the epoch's 6 steps: the loss is the mean over those 4 mini-batches and the accuracy
+    is over their 4 x 32 examples, as the hook-free reference computes them."""
+    cfg = composed("optim.max_steps=4")
+    t = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+    assert t.steps_per_epoch == 6
     stats = t.train_epoch()
-    assert t.step == 4 and math.isfinite(stats["train_loss"])
-    assert 0.0 <= stats["train_acc"] <= 1.0
-    assert t.optim.max_steps == 4
+    loss, acc = Textbook(t, cfg).epoch(4)
+    assert t.step == 4 and t.optim.max_steps == 4
+    assert stats["train_loss"] == pytest.approx(loss, rel=1e-6)
+    assert stats["train_acc"] == pytest.approx(acc, abs=1e-12)
+    again = t.train_epoch()  # the budget is spent: no step, no numbers
+    assert t.step == 4 and math.isnan(again["train_loss"]) and math.isnan(again["train_acc"])
 
 
 def test_an_epoch_reads_back_to_the_host_once_not_per_step(monkeypatch):
