@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -379,13 +380,44 @@ def fetch(name: str, data_dir: str | os.PathLike,
 
 
 def _import(name: str, spec: DatasetSpec, root: Path, src: Path) -> None:
+    """Import into a fresh staging folder under ``root``, then move each file into place.
+
+    Links are refused on both sides: in ``src`` (a link could point anywhere) and on the way to a
+    destination under ``root``; a file at the destination, a planted link included, is replaced,
+    never written through. The staging folder, with whatever an error left in it (extracted
+    archive members too), is removed in every case."""
     if not src.exists():
         raise DataError(f"--from {src} does not exist; point it at the directory holding "
                         f"the {name} archives")
-    if name.startswith("cifar"):
-        _import_cifar(name, spec, root, src)
-    else:
-        _import_idx(name, spec, root, src)
+    links = [p for p in [src, *(src.rglob("*") if src.is_dir() else [])] if p.is_symlink()]
+    if links:
+        raise DataError(f"--from {src}: {links[0]} is a symbolic link; copy the real archives "
+                        "into a folder and import from there")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".import-"))
+    try:
+        if name.startswith("cifar"):
+            _import_cifar(name, spec, staging, src)
+        else:
+            _import_idx(name, spec, staging, src)
+        _install(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install(staging: Path, root: Path) -> None:
+    """Move every file of ``staging`` to the same place under ``root`` (rename: atomic, and a link
+    at the destination is replaced, not followed), refusing a link on the way."""
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        target = root / path.relative_to(staging)
+        folder = root
+        for part in target.parent.relative_to(root).parts:
+            folder = folder / part
+            if folder.is_symlink():
+                raise DataError(f"{folder} is a symbolic link; remove it (data is never written "
+                                "through a link) and import again")
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
 
 
 def _idx_key(path: Path) -> str:
@@ -404,17 +436,14 @@ def _import_idx(name: str, spec: DatasetSpec, root: Path, src: Path) -> None:
     if missing:
         raise DataError(f"--from {src} lacks {', '.join(f + '[.gz]' for f in missing)} for {name}; "
                         f"point it at the directory holding all four files")
-    dest = _layout_dir(spec, root)
+    dest = _layout_dir(spec, root)  # root: the fresh staging folder
     dest.mkdir(parents=True, exist_ok=True)
     for key, p in found.items():
-        tmp = dest / (key + ".tmp")
         try:
-            with (gzip.open(p) if _is_gzip(p) else open(p, "rb")) as fin, open(tmp, "wb") as fout:
+            with (gzip.open(p) if _is_gzip(p) else open(p, "rb")) as fin, open(dest / key, "xb") as fout:
                 shutil.copyfileobj(fin, fout)
         except (OSError, EOFError) as e:
-            tmp.unlink(missing_ok=True)
             raise DataError(f"cannot read {p} ({e}); replace it with an intact copy") from e
-        tmp.replace(dest / key)
 
 
 def _is_gzip(path: Path) -> bool:

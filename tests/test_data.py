@@ -171,6 +171,42 @@ def test_fetch_corrupt_archive(tmp_path, tiny_sizes):
         data.fetch("cifar10", tmp_path / "data", from_dir=tmp_path)
 
 
+def test_import_refuses_source_links_and_replaces_planted_destination_links(tmp_path, tiny_sizes):
+    src = tmp_path / "downloads"
+    arrays = fake_mnist_arrays(seed=1)
+    write_idx(src, arrays, gz=True)
+    outside = tmp_path / "outside"
+    outside.write_text("precious")
+    (src / "extra-link").symlink_to(outside)
+    with pytest.raises(DataError, match="extra-link is a symbolic link"):
+        data.fetch("fashion_mnist", tmp_path / "data", from_dir=src)
+    assert not (tmp_path / "data").exists()  # refused before anything was written
+    (src / "extra-link").unlink()
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").symlink_to(outside)  # planted where a file will go
+    data.fetch("fashion_mnist", tmp_path / "data", from_dir=src)
+    assert outside.read_text() == "precious" and not (raw / "train-images-idx3-ubyte").is_symlink()
+    assert data.load({"name": "fashion_mnist"}, tmp_path / "data").y_test.tolist() == \
+        arrays["t10k-labels-idx1-ubyte"].tolist()
+    assert not list((tmp_path / "data").glob(".import-*"))
+
+
+def test_a_failed_archive_extraction_leaves_nothing_behind(tmp_path, tiny_sizes, no_md5):
+    """A tar that breaks after some members: the members extracted before the error are removed."""
+    spec = data.DATASETS["cifar10"]
+    write_cifar(tmp_path / "build" / spec.folder, "cifar10", fake_cifar_arrays(10))
+    whole = tmp_path / "whole.tar"
+    with tarfile.open(whole, "w") as tar:
+        tar.add(tmp_path / "build" / spec.folder, arcname=spec.folder)
+    src = tmp_path / "downloads"
+    src.mkdir()
+    (src / spec.archive).write_bytes(whole.read_bytes()[:whole.stat().st_size * 2 // 3])  # cut short
+    with pytest.raises(DataError, match="cannot extract"):
+        data.fetch("cifar10", tmp_path / "data", from_dir=src)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []
+
+
 def test_fetch_offline_without_from_gives_hint(tmp_path):
     with pytest.raises(DataError, match="--from DIR"):
         data.fetch("cifar100", tmp_path)
