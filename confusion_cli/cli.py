@@ -96,8 +96,15 @@ def _hydra_main(overrides: list[str], prog: str = "confusion run") -> int:
 
 
 # -- plot and data --------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (a ConfusionError), the usage left to --help."""
+
+    def error(self, message: str):
+        raise ConfusionError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def cmd_plot(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="confusion plot",
+    parser = Parser(prog="confusion plot",
                                      description="Regenerate every figure the records support.")
     parser.add_argument("runs_dir", nargs="?", default=os.environ.get("CONFUSION_OUTPUTS", "outputs"))
     parser.add_argument("--out", default=None, help="figure directory (default RUNS_DIR/figures)")
@@ -124,7 +131,7 @@ def cmd_plot(argv: list[str]) -> int:
 def cmd_data(argv: list[str]) -> int:
     from . import data
 
-    parser = argparse.ArgumentParser(prog="confusion data",
+    parser = Parser(prog="confusion data",
                                      description="Fetch a dataset, or import archives you have.")
     parser.add_argument("name", choices=sorted(data.DATASETS))
     parser.add_argument("--from", dest="from_dir", default=None,

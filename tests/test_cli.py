@@ -72,6 +72,8 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
     (["plot", "nowhere"], "no such directory"),
     (["plot", "."], "no run records"),
     (["frobnicate"], "unknown command"),
+    (["data", "nosuch"], "confusion data: argument name: invalid choice: 'nosuch'"),
+    (["plot", "--bogus"], "confusion plot: unrecognized arguments: --bogus"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     """...checked before anything is written (no run directory, no sweep directory)."""
