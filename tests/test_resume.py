@@ -172,3 +172,45 @@ def test_identical_launches_started_together_give_one_record(tmp_path):
     assert frame["run_dir"].nunique() == 1 and set(frame["status"]) == {"complete"}
     skipped = [out for out, _ in outs if "skip: already" in out]
     assert len(skipped) == 3, [out[-300:] for out, _ in outs]
+
+
+def job_processes(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds ``marker`` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+def test_a_preempted_submitit_job_is_requeued_and_resumes_to_the_same_records(tmp_path):
+    """The cluster path, locally: submitit's preemption signal (USR2) mid-run makes the job
+    checkpoint itself for requeueing (Hydra's submitit launcher) and exit; submitit starts it
+    again, and the run resumes from its last epoch checkpoint to the records of a run that was
+    never interrupted."""
+    args = ["run", "-m", "optim.epochs=40", "probe.pairs=1", "model.width=256", "threads=1"]
+    reference = run_cli([*args, "records_root=outputs/reference"], tmp_path)
+    assert reference.returncode == 0, reference.stderr
+    root = tmp_path / "outputs" / "preempted"
+    proc = start_cli([*args, f"records_root={root}", "hydra/launcher=submitit_local",
+                      "hydra.launcher.timeout_min=10"], tmp_path)
+    deadline = time.time() + 240
+    while epochs_checkpointed(root) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    jobs = job_processes("submitit.core._submit")
+    assert jobs, "the submitit job should be running"
+    for pid in jobs:
+        os.kill(pid, signal.SIGUSR2)  # what Slurm sends before a time limit or a preemption
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    logs = "".join(p.read_text() for p in root.rglob("*_log.err"))
+    assert "Caught signal SIGUSR2" in logs and "Requeued" in logs + "".join(
+        p.read_text() for p in root.rglob("*_log.out")), logs[-2000:]
+    (run_dir,) = records.run_dirs(root)
+    assert "resuming" in (run_dir / records.RUN_LOG).read_text()
+    assert json.loads((run_dir / records.RUN_JSON).read_text())["status"] == "complete"
+    pd.testing.assert_frame_equal(comparable(root), comparable(tmp_path / "outputs/reference"))
