@@ -30,10 +30,17 @@ def check_device(name: str) -> None:
                              f"GPU(s), numbered from 0: pick one below that")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    check_device(name)
+def resolve_device(name: str, job: int | None = None) -> torch.device:
+    """The device of ``name``. ``auto`` is CUDA when there is a GPU, else the CPU; with K > 1
+    visible GPUs, job ``job`` of a sweep gets GPU ``job mod K`` (for ``auto`` and ``cuda``), so
+    parallel local jobs spread over the node's GPUs in the order CUDA_VISIBLE_DEVICES lists
+    them. ``cuda:N`` pins GPU N."""
+    if name == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    check_device("cuda" if name == "auto" else name)
+    if name in ("auto", "cuda"):
+        count = torch.cuda.device_count()
+        return torch.device(f"cuda:{job % count}") if job is not None and count > 1 else torch.device("cuda")
     return torch.device(name)
 
 
@@ -90,6 +97,8 @@ def backend(cfg, device: torch.device):
         try:
             if cfg.get("threads"):
                 torch.set_num_threads(cfg.threads)
+            if device.type == "cuda" and device.index is not None:  # its context, not GPU 0's
+                stack.enter_context(torch.cuda.device(device.index))
             if device.type == "cuda":
                 stack.enter_context(tf32(bool(cfg.tf32)))
                 cudnn.benchmark = not cfg.deterministic

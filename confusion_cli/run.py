@@ -74,7 +74,7 @@ def execute(cfg: DictConfig) -> str:
                 records.write_config(run_dir, cfg)
                 records.write_json(run_dir / records.RUN_JSON, {"status": "running",
                                                                 "config_hash": cfg_hash})
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device, HydraConfig.get().job.num if is_multirun() else None)
         with backend(cfg, device):
             return _run(cfg, cfg_hash, run_dir, how, prefix, device)
 

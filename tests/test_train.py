@@ -204,3 +204,21 @@ def test_backend_flags_are_set_for_a_run_and_restored_after():
                  torch.device("cuda")):
         assert [k.fp32_precision for k in knobs] == ["ieee", "ieee"]
     assert state() == before
+
+
+def test_sweep_jobs_spread_over_the_visible_gpus(monkeypatch):
+    """With K visible GPUs, sweep job i runs on GPU i mod K (auto or cuda); cuda:N pins one; a
+    single run takes the default GPU; one GPU or none changes nothing (device count mocked)."""
+    from confusion_cli.backend import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [str(resolve_device("auto", job)) for job in range(6)] == [
+        "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert str(resolve_device("cuda", 6)) == "cuda:2"
+    assert str(resolve_device("cuda:3", 1)) == "cuda:3"
+    assert str(resolve_device("auto")) == "cuda" and str(resolve_device("cpu", 5)) == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert str(resolve_device("auto", 5)) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert str(resolve_device("auto", 5)) == "cpu"
