@@ -73,6 +73,9 @@ DATASETS: dict[str, DatasetSpec] = {
                           "synthetic"),
     "regression": DatasetSpec("synthetic: linear regression on the unit sphere (Fig 1)",
                               "synthetic"),
+    "cifar_shaped": DatasetSpec("synthetic: Gaussian images of CIFAR-10's shape with random labels "
+                                "(timing without the dataset: make gpu-check)", "synthetic",
+                                num_classes=10, sizes=(50000, 10000)),
 }
 
 
@@ -130,6 +133,8 @@ def load(cfg: Any, data_dir: str | os.PathLike, device: torch.device | str = "cp
         x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_digits())
     elif name == "sphere":
         x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_sphere(cfg))
+    elif name == "cifar_shaped":
+        x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_cifar_shaped(cfg))
     else:
         x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_regression(cfg))
     num_classes = int(_opt(cfg, "num_classes", 2)) if name == "sphere" else spec.num_classes
@@ -188,6 +193,16 @@ def _sphere(cfg: Any) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(int(_opt(cfg, "data_seed", 0)))
     x = _unit_rows(n_train + n_test, dim, g)
     y = torch.randint(k, (n_train + n_test,), generator=g)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+def _cifar_shaped(cfg: Any) -> tuple[torch.Tensor, ...]:
+    """Standard-normal (3, 32, 32) images with labels uniform over 10 classes: CIFAR-10's shapes
+    and sizes, for timing on machines without the dataset."""
+    n_train, n_test = int(_opt(cfg, "n_train", 50000)), int(_opt(cfg, "n_test", 10000))
+    g = torch.Generator().manual_seed(int(_opt(cfg, "data_seed", 0)))
+    x = torch.randn(n_train + n_test, 3, 32, 32, generator=g)
+    y = torch.randint(10, (n_train + n_test,), generator=g)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
@@ -281,7 +296,7 @@ def _corrupt_detail(name: str, spec: DatasetSpec, root: Path, err: Exception) ->
 
 
 INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
-                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "cifar_shaped": (3, 32, 32)}
 
 
 def sizes(cfg: Any) -> tuple[int, int, tuple[int, ...]]:
@@ -289,9 +304,11 @@ def sizes(cfg: Any) -> tuple[int, int, tuple[int, ...]]:
     loading anything."""
     name = str(_opt(cfg, "name", "digits"))
     spec = DATASETS[name]
-    if spec.source == "synthetic":
+    if spec.source == "synthetic" and name not in INPUT_SHAPES:
         full = int(_opt(cfg, "n_train", 256)), int(_opt(cfg, "n_test", 0))
         shape: tuple[int, ...] = (int(_opt(cfg, "dim", 64)),)
+    elif spec.source == "synthetic":
+        full, shape = (int(_opt(cfg, "n_train", 50000)), int(_opt(cfg, "n_test", 10000))), INPUT_SHAPES[name]
     else:
         full, shape = spec.sizes, INPUT_SHAPES[name]
     train, test = (n if (size := _opt(cfg, key, None)) is None else min(int(size), n)

@@ -28,10 +28,15 @@ def tiny_run(overrides: list[str], data_dir) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("group, option", [(g, o) for g in ("dataset", "model", "probe", "scale", "optim")
-                                           for o in config.options(g)])
+@pytest.mark.parametrize("group, option", [(g, o) for g in ("dataset", "model", "probe", "scale", "optim",
+                                                             "extra_probes") for o in config.options(g)])
 def test_every_option_trains_and_probes(tmp_path, no_md5, group, option):
-    overrides = [f"{group}={option}"]
+    overrides = [f"{group}=[{option}]" if group == "extra_probes" else f"{group}={option}"]
+    if group == "extra_probes":
+        overrides += ["extra_probes.hessian.examples=16"] if option == "hessian" else []
+        overrides += ["extra_probes.grad_norm.batch_size=8"] if option == "grad_norm" else []
+    if option == "cifar_shaped":
+        overrides += ["dataset.n_train=64", "dataset.n_test=16"]
     if group == "dataset" and option in TORCHVISION:
         write_dataset(tmp_path, option, n_train=64, n_test=16)
     if group == "dataset" and option in ("sphere", "regression"):

@@ -41,7 +41,7 @@ class Textbook:
 
     def epoch(self, steps: int) -> tuple[float, float]:
         self.model.train()
-        order = torch.randperm(self.x.shape[0], generator=self.generator)
+        order = torch.randperm(self.x.shape[0], generator=self.generator, device=self.generator.device)
         losses, correct = [], 0
         for i in range(steps):
             idx = order[i * self.bs:(i + 1) * self.bs]
