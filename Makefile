@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFUSION := $(BIN)/confusion
 OUT ?= outputs
 
-.PHONY: install test lint demo figures bench paper-depth paper-width paper-bn-skip clean
+.PHONY: install test lint demo figures bench gpu-check paper-depth paper-width paper-bn-skip clean
 
 install:  ## virtual environment with the package (editable) and the test tools
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ figures:  ## smoke versions of every sweep, then every figure the records suppor
 
 bench:  ## speed and memory ratios against baselines timed in the same run
 	$(BIN)/python -m confusion_cli.bench --out $(OUT)/bench
+
+gpu-check:  ## the CUDA path on a GPU machine: pytest -m cuda, the bench, a timed quick depth sweep
+	$(BIN)/python -m confusion_cli.gpu_check --out $(OUT)/gpu-check
 
 paper-depth:  ## Fig 2 at the paper's scale (hundreds of GPU-hours: use a cluster launcher)
 	$(CONFUSION) run +sweep=depth scale=paper
