@@ -140,7 +140,7 @@ def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
 def validate(cfg) -> None:
     """Check everything a run needs before anything is launched or written: each part checks
     its own keys, the probes against the training set's size; a mistake is one line."""
-    from . import data, models, probes
+    from . import data, models, probes, tracker
     from .backend import check_device
     from .train import check_optim
 
@@ -149,6 +149,7 @@ def validate(cfg) -> None:
     check_optim(cfg.optim)
     probes.check(cfg.probe, cfg.get("extra_probes"), train_size)
     check_device(str(cfg.device))
+    tracker.check(cfg.get("logger", "none"))
     _check_run_options(cfg)
     check_memory(cfg)
     _check_writable(Path(cfg.records_root))

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import data, probes, records
+from . import data, probes, records, tracker
 from .backend import backend, resolve_device
 from .errors import ConfusionError
 from .train import Trainer
@@ -105,6 +105,7 @@ def _start(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.de
 def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.device) -> str:
     state, recorder = _start(cfg, cfg_hash, run_dir, how, prefix, device)
     epochs = cfg.optim.epochs
+    view = tracker.tracker(cfg.get("logger", "none"), run_dir)
     try:
         # 2. build
         trainer = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, device), device)
@@ -120,6 +121,7 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
             finished = event.diverged or trainer.epoch >= epochs
             checkpoint = event.epoch_end and not finished
             recorder.add_row(row, event.samples, trainer.state_dict() if checkpoint else None)
+            view.log(row, event.samples)
             if cfg.progress and event.epoch_end:
                 recorder.say(prefix, format_row(row, epochs))
             if event.diverged:
@@ -145,6 +147,8 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
         recorder.set_status("failed", error=f"{type(exc).__name__}: {exc}")
         recorder.log(f"failed: {type(exc).__name__}: {exc} (traceback in error.txt)")
         raise
+    finally:
+        view.close()
     recorder.say(prefix, f"{status}: {trainer.epoch} epochs, {trainer.step} steps")
     recorder.set_status(status, epochs_done=trainer.epoch, steps_done=trainer.step)
     (run_dir / records.CHECKPOINT).unlink(missing_ok=True)

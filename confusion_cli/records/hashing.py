@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 # Config keys that say where or how verbosely a run happens, not what it computes.
 NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "threads", "sweep",
-                     "memory_budget_gib")
+                     "memory_budget_gib", "logger")
 ROOT_PROBE_SETTINGS = ("rank", "hessian")  # extra probes whose settings sat at the root
 
 
