@@ -129,3 +129,41 @@ def test_a_full_disk_is_one_line_and_the_run_is_marked_failed(workdir, monkeypat
     run_dir = only_run(workdir / "outputs")
     meta = json.loads((run_dir / records.RUN_JSON).read_text())
     assert meta["status"] == "failed" and "no space left" in meta["error"]
+
+
+def claim_and_run(root: str, job: int, delay: float, results) -> None:
+    """A sweep job in its own process whose directory choice takes ``delay`` seconds: the window
+    in which an identical launch, without the per-hash claim, would choose a directory too."""
+    import time
+
+    from confusion_cli import run
+
+    real_choose = records.choose_run_dir
+
+    def slow_choose(*args, **kwargs):
+        chosen = real_choose(*args, **kwargs)
+        time.sleep(delay)
+        return chosen
+
+    records.choose_run_dir = slow_choose
+    new_dir = os.path.join(root, "runs", f"job{job}")
+    os.makedirs(new_dir)
+    os.chdir(new_dir)  # outside Hydra, a new run's directory is the working directory
+    cfg = composed(["run", "optim.epochs=1", "probe.pairs=2", "threads=1", "dataset.train_size=256",
+                    "model.width=16", f"records_root={root}"])
+    results.put(run.execute(cfg))
+
+
+def test_identical_launches_racing_for_a_directory_give_one_record(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    root = str(tmp_path / "outputs")
+    jobs = [context.Process(target=claim_and_run, args=(root, job, 1.0, results)) for job in (0, 1)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=300)
+    assert sorted(results.get(timeout=5) for _ in jobs) == ["complete", "skipped"]
+    assert len(records.run_dirs(root)) == 1
