@@ -25,6 +25,7 @@ import torchvision.datasets as tvd
 from omegaconf import OmegaConf
 
 from .errors import DataError
+from .records.writer import fsync_directory
 
 ASSETS = Path(__file__).parent / "assets"
 DIGITS_TEST_SIZE = 297
@@ -435,6 +436,7 @@ def _install(staging: Path, root: Path) -> None:
                                 "through a link) and import again")
         folder.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
+        fsync_directory(folder)  # the rename survives a crash
 
 
 def _idx_key(path: Path) -> str:
