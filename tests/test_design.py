@@ -155,3 +155,26 @@ def test_a_probe_is_found_by_name_from_its_own_file_and_config():
     assert [p.name for p in built] == ["minibatch_pairs", "grad_norm", "rank"]
     with pytest.raises(ConfusionError, match="larger than the training set"):
         probes.check(cfg.probe, OmegaConf.create({"grad_norm": {"batches": 1, "batch_size": 99}}), 50)
+
+
+def test_a_record_written_before_the_redesign_is_found_skipped_and_plotted(tmp_path, monkeypatch, capsys):
+    """tests/fixtures/old_record: a run made by the code before the redesign (extra_probes as a
+    list, rank and hessian settings at the root). Its config still hashes to the hash it claims,
+    the same config in today's syntax is recognised as done, and it plots."""
+    import shutil
+
+    from confusion_cli import cli
+
+    root = tmp_path / "outputs"
+    shutil.copytree(FIXTURES / "old_record", root / "runs" / "old")
+    old = root / "runs" / "old"
+    claimed = json.loads((old / records.RUN_JSON).read_text())["config_hash"]
+    assert records.config_hash(OmegaConf.load(old / records.CONFIG)) == claimed
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "optim.epochs=2", "probe.pairs=20", "model.depth=4", "model.width=256",
+            "extra_probes=[rank,hessian]", "extra_probes.hessian.examples=64",
+            "extra_probes.hessian.iters=5", f"records_root={root}"]
+    assert cli.main(args) == 0
+    assert f"skip: already complete in {old}" in capsys.readouterr().out
+    assert cli.main(["plot", str(root), "--out", str(tmp_path / "figures")]) == 0
+    assert (tmp_path / "figures" / "curves.png").is_file()

@@ -46,6 +46,8 @@ def hashed_layout(semantic: dict[str, Any]) -> dict[str, Any]:
     """``semantic`` in the layout the hash is taken over (see the module's docstring)."""
     layout = dict(semantic)
     extras = layout.pop("extra_probes", None) or {}
+    if isinstance(extras, list):  # a config.yaml written before the redesign: already this layout
+        return {**semantic, "extra_probes": extras}
     layout["extra_probes"] = list(extras)
     for name in ROOT_PROBE_SETTINGS:
         layout[name] = extras.get(name, _default_settings(name))
