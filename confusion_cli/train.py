@@ -48,6 +48,9 @@ def loss_for(task: str):
     return F.cross_entropy if task == "classification" else regression_loss
 
 
+UPDATES = ("auto", "hooks", "step", "fused")
+
+
 def check_optim(optim: Any) -> None:
     """A one-line ConfusionError for an optimizer setting SGD cannot run with."""
     if not (isinstance(optim.lr, (int, float)) and math.isfinite(optim.lr) and optim.lr > 0):
@@ -63,6 +66,12 @@ def check_optim(optim: Any) -> None:
     if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in optim.milestones or []):
         raise ConfusionError(f"optim.milestones must be a list of positive epoch numbers, got "
                              f"{list(optim.milestones)!r}")
+    update = optim.get("update", "auto")
+    if update not in UPDATES:
+        raise ConfusionError(f"unknown optim.update '{update}': choose {', '.join(UPDATES)}")
+    if update == "hooks" and (optim.momentum or optim.weight_decay):
+        raise ConfusionError("optim.update=hooks applies plain SGD only: with momentum or weight "
+                             "decay use optim.update=step or fused")
     steps = optim.get("max_steps")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
         raise ConfusionError(f"optim.max_steps must be a non-negative integer or null, got {steps!r}")
@@ -93,17 +102,21 @@ class Trainer:
         self.probes, self.schedule = list(probe_list), schedule or probes.Schedule()
         self.eval_batch_size = eval_batch_size
         self.loss_fn = loss_for(data.task)
+        update = optim.get("update", "auto")
         self.optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
-                                         weight_decay=optim.weight_decay)
+                                         weight_decay=optim.weight_decay,
+                                         fused=True if update == "fused" else None)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=list(optim.milestones or []), gamma=optim.gamma)
         # Plain SGD (the paper's protocol) is applied inside the backward pass: each parameter
         # takes p -= lr * g as soon as its gradient is complete, and the gradient is dropped.
         # It is torch.optim.SGD's own update for momentum = weight decay = 0, bit for bit, but
         # it touches each gradient while it is still in cache and needs no zero_grad / step
-        # passes (about 10% of a CPU MLP step). Gated by _in_step, so the probes' backward
-        # passes never update anything. Momentum or weight decay: optimizer.step() as usual.
-        self.update_in_backward = optim.momentum == 0 and optim.weight_decay == 0
+        # passes. Gated by _in_step, so the probes' backward passes never update anything.
+        # Momentum or weight decay, or optim.update=step|fused: optimizer.step() as usual
+        # (fused: torch's single-kernel SGD); `make bench` times the three.
+        plain = optim.momentum == 0 and optim.weight_decay == 0
+        self.update_in_backward = update == "hooks" or (update == "auto" and plain)
         self._in_step = False
         if self.update_in_backward:
             # The hook holds the Trainer weakly: a parameter's hooks live in the autograd graph,

@@ -84,6 +84,34 @@ def test_update_in_backward_is_torch_sgd_bit_for_bit():
     assert all(p.grad is None for p in fast.model.parameters())
 
 
+@pytest.mark.parametrize("update", ["step", "fused"])
+def test_the_other_update_paths_are_torch_sgd_too(update):
+    """optim.update=step (optimizer.step()) is the reference bit for bit; fused (torch's
+    single-kernel SGD) agrees to float32 rounding."""
+    cfg = composed(f"optim.update={update}")
+    t = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+    plain = Textbook(t, cfg)
+    assert not t.update_in_backward and t.optimizer.defaults["fused"] is (update == "fused" or None)
+    for _ in range(2):
+        t.train_epoch()
+        plain.epoch(t.steps_per_epoch)
+    for a, b in zip(params(t), plain.model.parameters()):
+        if update == "step":
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_hooks_refuse_momentum_in_one_line():
+    from confusion_cli.errors import ConfusionError
+    from confusion_cli.train import check_optim
+
+    with pytest.raises(ConfusionError, match="optim.update=hooks applies plain SGD only"):
+        check_optim(composed("optim.update=hooks", "optim.momentum=0.9").optim)
+    with pytest.raises(ConfusionError, match="unknown optim.update 'adam'"):
+        check_optim(composed("optim.update=adam").optim)
+
+
 def test_a_backward_pass_outside_a_step_updates_nothing():
     """The in-backward update hooks act only inside sgd_step: anyone else's loss.backward() (a
     probe, a user) leaves the weights alone and accumulates .grad as usual."""

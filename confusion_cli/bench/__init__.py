@@ -34,7 +34,7 @@ from .memory import bench_memory
 from .probes import cnn_probe_group, gram_rows, mlp_probe_rows
 from .sweeps import bench_sweeps
 from .timing import Row, forget_compiled
-from .training import cnn_throughput, mlp_throughput
+from .training import cnn_throughput, mlp_throughput, update_rows
 
 # the training flags of a run; cuDNN benchmarks as in training.bench_config (deterministic=false)
 BENCH_BACKEND = OmegaConf.create({"threads": None, "tf32": True, "deterministic": False})
@@ -48,7 +48,7 @@ def bench_mlp(device: torch.device, quick: bool) -> list[Row]:
 
 
 SECTIONS: list[Callable[[torch.device, bool], list[Row]]] = [
-    bench_mlp, cnn_throughput, gram_rows, bench_sweeps, bench_memory, cnn_probe_group]
+    bench_mlp, update_rows, cnn_throughput, gram_rows, bench_sweeps, bench_memory, cnn_probe_group]
 
 
 def run_all(device: torch.device, quick: bool) -> pd.DataFrame:

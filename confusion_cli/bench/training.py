@@ -159,6 +159,23 @@ def cnn_throughput(device: torch.device, quick: bool) -> list[Row]:
     return rows
 
 
+def update_rows(device: torch.device, quick: bool) -> list[Row]:
+    """MNIST MLP 4x256: an epoch with the plain-SGD update applied in backward (the default) vs
+    optimizer.step() (optim.update=step) and vs torch's fused SGD (optim.update=fused), the
+    epochs interleaved; ratio > 1: the alternative is faster. On CUDA this is the measurement
+    that decides whether the default should become fused."""
+    images, labels = fake_images(2048 if quick else 20_000, (28, 28))
+    data = device_data(images, labels, dataset_mean_std("mnist"), False, device)
+    trainers = {update: Trainer.from_config(OmegaConf.merge(bench_config(MLP), {"optim": {"update": update}}),
+                                            data, device) for update in ("hooks", "step", "fused")}
+    seconds = interleaved_best_seconds([t.train_epoch for t in trainers.values()], device,
+                                       2 if quick else 5)
+    hooks = seconds[0]
+    return [Row(f"mlp4x256 epoch, SGD update {update} vs in-backward hooks", str(device), other,
+                "s", "hooks (the default)", hooks, note="ratio > 1: faster than the hooks")
+            for update, other in zip(("step", "fused"), seconds[1:])]
+
+
 def step_seconds(trainer: Trainer, device: torch.device, steps: int) -> float:
     """Seconds per SGD step (with augmentation), from a timed run of ``steps`` steps."""
     data, bs = trainer.data, trainer.batch_size

@@ -3,8 +3,9 @@
 The hash is taken over the semantic config (without the keys that say where or how verbosely a
 run happens) in the layout of the first release, so that records written before the probe
 redesign still match: ``extra_probes`` as a list of names with the ``rank`` and ``hessian``
-settings at the root (their defaults when not chosen), and ``probe.schedule`` left out at its
-default ``epoch``. A key added later enters the hash only when it is set.
+settings at the root (their defaults when not chosen), and the keys added since left out at
+their defaults (``probe.schedule=epoch``, ``optim.update=auto``): a key added later enters the
+hash only when it is set away from its default.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "threads", "sweep",
                      "memory_budget_gib", "logger")
 ROOT_PROBE_SETTINGS = ("rank", "hessian")  # extra probes whose settings sat at the root
+DEFAULTS_LEFT_OUT = (("probe", "schedule", "epoch"), ("optim", "update", "auto"))  # keys added later
 
 
 @cache
@@ -53,8 +55,9 @@ def hashed_layout(semantic: dict[str, Any]) -> dict[str, Any]:
         layout[name] = extras.get(name, _default_settings(name))
     layout.update({name: settings for name, settings in extras.items()
                    if name not in ROOT_PROBE_SETTINGS})
-    if isinstance(layout.get("probe"), dict) and layout["probe"].get("schedule") == "epoch":
-        layout["probe"] = {k: v for k, v in layout["probe"].items() if k != "schedule"}
+    for group, key, default in DEFAULTS_LEFT_OUT:
+        if isinstance(layout.get(group), dict) and layout[group].get(key) == default:
+            layout[group] = {k: v for k, v in layout[group].items() if k != key}
     return layout
 
 
