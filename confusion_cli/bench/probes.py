@@ -19,6 +19,7 @@ built from a copy of the Trainer's probe settings, never an edit of them.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from torch import nn
 from .. import probes
 from ..backend import exact_matmul
 from ..models import build_model
+from ..probes import gram
 from ..probes.func import vmap_per_example_gram
 from ..train import Trainer
 from .timing import SHARE, Row, best_seconds
@@ -79,6 +81,35 @@ def gram_rows(device: torch.device | str, quick: bool) -> list[Row]:
         y = torch.randint(0, 10, (batch,), generator=generator).to(device)
         rows += gram_case(name, model, x, y, goals, repeat)
     return rows
+
+
+def gram_method_rows(device: torch.device | str, quick: bool) -> list[Row]:
+    """CNN-16-2, B=128: the per-example Gram's per-layer method as chosen today (a count of
+    multiply-adds, tuned on a CPU) against the faster of "kernel" and "materialise" timed layer by
+    layer on this device (both exact; a method with 20 times the other's count is not timed).
+    ratio >= 1: how much a timed choice would save; near 1, the count already chooses well here.
+    The measurement a GPU session needs to decide whether to choose by timing."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    batch, shape = (8, (3, 8, 8)) if quick else (128, (3, 32, 32))
+    model = build_model(OmegaConf.create({"name": "cnn", "depth": 16, "width": 1 if quick else 2}),
+                        shape, 10).to(device).eval()
+    x = torch.randn(batch, *shape, generator=generator).to(device)
+    y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    captured = [c for c in gram.hooked_pass(model, F.cross_entropy, x, y)
+                if isinstance(c.module, (nn.Linear, nn.Conv2d))]
+    rule = best = 0.0
+    for layer in captured:
+        costs = gram.method_costs(layer)
+        # a method with 20 times the other's multiply-adds cannot win: it is not timed
+        methods = [m for m in costs if costs[m] <= 20 * min(costs.values())]
+        times = {m: best_seconds(partial(gram.layer_gram, layer, method=m), device, 1 if quick else 3)
+                 for m in methods}
+        rule, best = rule + times[min(costs, key=costs.get)], best + min(times.values())
+    return [Row(f"cnn16-2 Gram terms (B={batch}): per-layer method by count vs by timing",
+                str(device), best, "s", "chosen by multiply-add count", rule,
+                note=f"{len(captured)} Linear/Conv2d layers; ratio > 1: timing would choose better")]
 
 
 def probe_seconds(trainer: Trainer, device: torch.device, pairs: int, group: int = 1) -> float:

@@ -99,6 +99,16 @@ def _weight_grads(module: nn.Module, inputs: torch.Tensor, output_grad: torch.Te
     return torch.bmm(grads, patches.transpose(1, 2))
 
 
+def method_costs(captured: Captured) -> dict[str, int]:
+    """Multiply-adds per example of the two exact ways to a Linear/Conv2d layer's Gram term:
+    "kernel" (patch kernels, B L^2 (F + O)) and "materialise" (per-example gradients, O F (L + B))."""
+    module, batch = captured.module, captured.inputs.shape[0]
+    outputs, fan_in = module.weight.shape[0], module.weight[0].numel()
+    positions = captured.output_grad[0].numel() // outputs
+    return {"kernel": batch * positions * positions * (fan_in + outputs),
+            "materialise": outputs * fan_in * (positions + batch)}
+
+
 def layer_gram(captured: Captured, chunk_size: int | None = None,
                method: str | None = None) -> torch.Tensor:
     """This layer's term of the (B, B) per-example Gram (see the module docstring).
@@ -119,8 +129,8 @@ def layer_gram(captured: Captured, chunk_size: int | None = None,
     outputs, fan_in = module.weight.shape[0], module.weight[0].numel()
     positions = output_grad[0].numel() // outputs
     if method is None:
-        kernel_cost = batch * positions * positions * (fan_in + outputs)  # both divided by B
-        method = "materialise" if kernel_cost > outputs * fan_in * (positions + batch) else "kernel"
+        costs = method_costs(captured)
+        method = min(costs, key=costs.get)
     materialise = method == "materialise"
 
     def flat_grads(start: int, end: int) -> list[torch.Tensor]:
