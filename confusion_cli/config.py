@@ -245,17 +245,28 @@ class Launch:
         return math.prod(self.grid.values())
 
 
-def prepare(overrides: list[str], flags: list[str]) -> Launch:
-    """Compose and validate the config of a `confusion run` line (``flags``: Hydra's own), with a
-    launch_id unique to this launch unless one is given, and plan the sweep if it is one."""
+def split_hydra(cfg):
+    """(the config a run sees, Hydra's own node) of a config composed with ``compose``."""
     from omegaconf import open_dict
 
-    if not any(o.startswith("launch_id=") for o in overrides):
-        overrides = [*overrides, f"launch_id={datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"]
-    cfg = compose(overrides)
     hydra_cfg = cfg.hydra
     with open_dict(cfg):
         del cfg["hydra"]
+    return cfg, hydra_cfg
+
+
+def run_config(overrides: list[str]):
+    """The config a run of ``overrides`` sees: composed as `confusion run` composes it, without
+    Hydra's own node (for library use, the bench and the tests)."""
+    return split_hydra(compose(overrides))[0]
+
+
+def prepare(overrides: list[str], flags: list[str]) -> Launch:
+    """Compose and validate the config of a `confusion run` line (``flags``: Hydra's own), with a
+    launch_id unique to this launch unless one is given, and plan the sweep if it is one."""
+    if not any(o.startswith("launch_id=") for o in overrides):
+        overrides = [*overrides, f"launch_id={datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"]
+    cfg, hydra_cfg = split_hydra(compose(overrides))
     validate(cfg)
     multirun = str(hydra_cfg.mode) in ("MULTIRUN", "RunMode.MULTIRUN") or any(
         f in ("-m", "--multirun") for f in flags) or any(map(is_sweep_override, overrides))

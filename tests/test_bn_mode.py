@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from fakes import run_cli
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from confusion_cli import config, data, probes, records
 from confusion_cli.probes.naive import bn_mode, flat_gradient
@@ -16,11 +16,9 @@ BN_SKIP_MLP = ["model=mlp", "model.depth=3", "model.width=16", "model.batch_norm
 
 
 def trainer_for(overrides: list[str]) -> Trainer:
-    cfg = config.compose([*BN_SKIP_MLP, "optim.epochs=2", "optim.batch_size=32", "probe.pairs=3",
-                       "probe.batches=4", "probe.examples=8", "probe.batch_size=16",
-                       "dataset.train_size=256", "dataset.test_size=64", *overrides])
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = config.run_config([*BN_SKIP_MLP, "optim.epochs=2", "optim.batch_size=32", "probe.pairs=3",
+                             "probe.batches=4", "probe.examples=8", "probe.batch_size=16",
+                             "dataset.train_size=256", "dataset.test_size=64", *overrides])
     config.validate(OmegaConf.merge(cfg, {"records_root": "."}))
     return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
 

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from test_train import Textbook
 
 from confusion_cli import config, data, probes
@@ -109,12 +109,9 @@ def test_hessian_and_rank_on_cuda_match_cpu_float64(name):
 
 
 def cuda_config(*overrides: str):
-    cfg = config.compose(["dataset.train_size=512", "dataset.test_size=128", "optim.batch_size=64",
-                          "optim.epochs=3", "probe.pairs=3", "probe.batch_size=32", "device=cuda",
-                          "deterministic=true", *overrides])
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return config.run_config(["dataset.train_size=512", "dataset.test_size=128", "optim.batch_size=64",
+                              "optim.epochs=3", "probe.pairs=3", "probe.batch_size=32", "device=cuda",
+                              "deterministic=true", *overrides])
 
 
 def cuda_rows(cfg, stop_after: int | None = None, state=None):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from confusion_cli import config, data, probes, records
 from confusion_cli.errors import ConfusionError
@@ -70,10 +70,7 @@ def test_no_module_cites_files_that_are_not_in_the_repository():
 
 
 def composed(overrides: list[str]):
-    cfg = config.compose([*overrides, "launch_id=x"])
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return config.run_config([*overrides, "launch_id=x"])
 
 
 # the keys that moved in the redesign, for the overrides the fixture was written with

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from fakes import write_dataset
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from confusion_cli import config, data
 from confusion_cli.train import Trainer
@@ -17,9 +17,7 @@ TORCHVISION = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
 def tiny_run(overrides: list[str], data_dir) -> list[dict]:
-    cfg = config.compose([*overrides, *TINY, f"data_dir={data_dir}"])
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = config.run_config([*overrides, *TINY, f"data_dir={data_dir}"])
     config.validate(OmegaConf.merge(cfg, {"records_root": str(data_dir)}))
     dataset = data.load(cfg.dataset, cfg.data_dir, "cpu")
     trainer = Trainer.from_config(cfg, dataset, torch.device("cpu"))

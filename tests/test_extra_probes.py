@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from omegaconf import open_dict
 from torch import nn
 from torch.func import functional_call
 
@@ -101,11 +100,9 @@ def test_hessian_top_eigenvalues_match_the_explicit_hessian(loss):
 
 
 def make_trainer(overrides: list[str]) -> Trainer:
-    cfg = config.compose(["probe=none", "optim.epochs=1", "dataset.train_size=256",
-                          "extra_probes=[rank,hessian,grad_norm]", "extra_probes.hessian.examples=32",
-                          "extra_probes.hessian.iters=8", *overrides])
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = config.run_config(["probe=none", "optim.epochs=1", "dataset.train_size=256",
+                              "extra_probes=[rank,hessian,grad_norm]", "extra_probes.hessian.examples=32",
+                              "extra_probes.hessian.iters=8", *overrides])
     return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
 
 

@@ -5,17 +5,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from confusion_cli import config, data
 from confusion_cli.train import Trainer
 
 
 def trainer(*overrides: str) -> Trainer:
-    cfg = config.compose(["dataset.train_size=200", "dataset.test_size=50", "optim.batch_size=32",
-                       "probe=minibatch_pairs", "probe.pairs=3", "probe.batch_size=16", *overrides])
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = composed(*overrides)
     return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
 
 
@@ -57,11 +54,8 @@ class Textbook:
 
 
 def composed(*overrides: str):
-    cfg = config.compose(["dataset.train_size=200", "dataset.test_size=50", "optim.batch_size=32",
-                          "probe=minibatch_pairs", "probe.pairs=3", "probe.batch_size=16", *overrides])
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return config.run_config(["dataset.train_size=200", "dataset.test_size=50", "optim.batch_size=32",
+                              "probe=minibatch_pairs", "probe.pairs=3", "probe.batch_size=16", *overrides])
 
 
 def test_update_in_backward_is_torch_sgd_bit_for_bit():
@@ -186,15 +180,11 @@ def test_a_finished_trainer_is_freed():
     import gc
     import weakref
 
-    from omegaconf import open_dict
-
     from confusion_cli import data
     from confusion_cli.train import Trainer
 
-    cfg = config.compose(["optim.epochs=1", "probe.pairs=2", "probe.batch_size=16", "optim.batch_size=16",
-                       "dataset.train_size=64", "dataset.test_size=16"])
-    with open_dict(cfg):
-        del cfg["hydra"]
+    cfg = config.run_config(["optim.epochs=1", "probe.pairs=2", "probe.batch_size=16", "optim.batch_size=16",
+                             "dataset.train_size=64", "dataset.test_size=16"])
     trainer = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
     assert trainer.update_in_backward
     list(trainer.run())

@@ -52,14 +52,10 @@ def test_a_planted_complete_record_does_not_make_a_run_skip(workdir, capsys):
 
 
 def composed(args):
-    from omegaconf import open_dict
 
     from confusion_cli import config
 
-    cfg = config.compose([*args[1:], "launch_id=x"])
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return config.run_config([*args[1:], "launch_id=x"])
 
 
 def test_distrust_names_each_reason(workdir, monkeypatch):

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
-from ..config import compose
+from ..config import run_config
 from ..data import DATASETS, Data, augment_batch
 from ..models import build_model
 from ..train import Trainer
@@ -32,8 +32,7 @@ MLP = {"name": "mlp", "depth": 4, "width": 256}
 def bench_config(model_cfg: dict, batch_size: int = 128, probe: dict | None = None) -> DictConfig:
     """The project's own default config (as `confusion run` composes it, Hydra's node left out)
     with ``model_cfg``, the batch size and ``probe`` settings merged in; non-deterministic cuDNN."""
-    composed = compose([f"model={model_cfg['name']}", "probe=minibatch_pairs"])
-    cfg = OmegaConf.masked_copy(composed, [key for key in composed if key != "hydra"])
+    cfg = run_config([f"model={model_cfg['name']}", "probe=minibatch_pairs"])
     return OmegaConf.merge(cfg, {"deterministic": False, "model": model_cfg,
                                  "optim": {"lr": 0.01, "batch_size": batch_size, "milestones": []},
                                  "probe": {"pairs": 100, "batch_size": 128, **(probe or {})}})
