@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfusionError
+from .errors import ConfusionError, is_count
 
 GROUPS = ("dataset", "model", "optim", "probe", "extra_probes", "scale", "sweep")
 
@@ -167,10 +167,9 @@ def check_memory(cfg) -> None:
     from . import data, models, probes
 
     train, test, shape = data.sizes(cfg.dataset)
-    spec = data.DATASETS[cfg.dataset.name]
-    classes = cfg.dataset.get("num_classes", 2) if cfg.dataset.name == "sphere" else spec.num_classes
     with torch.device("meta"):  # shapes only: nothing is allocated
-        params = sum(p.numel() for p in models.build_model(cfg.model, shape, classes).parameters())
+        model = models.build_model(cfg.model, shape, data.num_classes(cfg.dataset))
+    params = sum(p.numel() for p in model.parameters())
     floats = math.prod(shape)
     parts = [(4 * (train + test) * floats, "dataset.train_size"), (16 * params, "model.width")]
     parts += probes.memory(cfg.probe, cfg.get("extra_probes"), params, floats)
@@ -183,20 +182,14 @@ def check_memory(cfg) -> None:
                              "or raise memory_budget_gib if the device has the memory")
 
 
-def _positive_int(value: object, allow_none: bool = False, minimum: int = 1) -> bool:
-    if value is None:
-        return allow_none
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
 def _check_run_options(cfg) -> None:
     """The run's own options, outside the groups: seed, threads, evaluation chunk, names."""
-    if not _positive_int(cfg.seed, minimum=0):
+    if not is_count(cfg.seed, minimum=0):
         raise ConfusionError(f"seed must be a non-negative integer, got {cfg.seed!r}")
-    if not _positive_int(cfg.threads, allow_none=True):
+    if not is_count(cfg.threads, allow_none=True):
         raise ConfusionError(f"threads must be a positive integer or null (torch's default), "
                              f"got {cfg.threads!r}")
-    if not _positive_int(cfg.eval_batch_size):
+    if not is_count(cfg.eval_batch_size):
         raise ConfusionError(f"eval_batch_size must be a positive integer, got {cfg.eval_batch_size!r}")
     for key, value in (("launch_id", cfg.launch_id), ("sweep.name", cfg.sweep.name)):
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", str(value)):

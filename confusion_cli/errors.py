@@ -7,3 +7,10 @@ class ConfusionError(Exception):
 
 class DataError(ConfusionError):
     """A dataset is missing, corrupt or unknown."""
+
+
+def is_count(value: object, minimum: int = 1, allow_none: bool = False) -> bool:
+    """Whether a config value is an integer >= ``minimum`` (a bool is not), or None if allowed."""
+    if value is None:
+        return allow_none
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

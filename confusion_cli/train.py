@@ -33,7 +33,7 @@ from torch import nn
 from . import probes
 from .backend import exact_matmul
 from .data import Data, augment_batch
-from .errors import ConfusionError
+from .errors import ConfusionError, is_count
 from .models import build_model
 
 PROBE_SEED_OFFSET = 1_000_003  # the probe's generator is seeded with seed + this
@@ -63,7 +63,7 @@ def check_optim(optim: Any) -> None:
             raise ConfusionError(f"optim.{key} must be a number >= 0, got {optim[key]!r}")
     if not (isinstance(optim.gamma, (int, float)) and optim.gamma > 0):
         raise ConfusionError(f"optim.gamma must be a positive number, got {optim.gamma!r}")
-    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in optim.milestones or []):
+    if not all(is_count(m) for m in optim.milestones or []):
         raise ConfusionError(f"optim.milestones must be a list of positive epoch numbers, got "
                              f"{list(optim.milestones)!r}")
     update = optim.get("update", "auto")
@@ -73,7 +73,7 @@ def check_optim(optim: Any) -> None:
         raise ConfusionError("optim.update=hooks applies plain SGD only: with momentum or weight "
                              "decay use optim.update=step or fused")
     steps = optim.get("max_steps")
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
+    if not is_count(steps, minimum=0, allow_none=True):
         raise ConfusionError(f"optim.max_steps must be a non-negative integer or null, got {steps!r}")
 
 
@@ -155,9 +155,9 @@ class Trainer:
         if device.type == "cuda" and cfg.channels_last and len(data.input_shape) == 3:
             model = model.to(memory_format=torch.channels_last)
         probe = cfg.probe
-        schedule = probes.Schedule.parse(probe.get("schedule", "epoch"), probe.every, probe.at_init)
         return cls(model, data, cfg.optim, seed=cfg.seed, device=device,
-                   probe_list=probes.build(probe, cfg.get("extra_probes")), schedule=schedule,
+                   probe_list=probes.build(probe, cfg.get("extra_probes")),
+                   schedule=probes.Schedule.from_config(probe),
                    probe_augment=bool(probe.augment), eval_batch_size=cfg.eval_batch_size,
                    compile=cfg.compile)
 

@@ -43,8 +43,7 @@ def sweep_plan(sweep: str, scale: str) -> tuple[DictConfig, list[Arch]]:
 def probe_events(probe_cfg: DictConfig, epochs: int, steps_per_epoch: int) -> int:
     """How many times a run of ``epochs`` epochs of ``steps_per_epoch`` steps probes, at the
     schedule ``probe.schedule`` (with ``every`` and ``at_init``), as the Trainer does."""
-    schedule = probes.Schedule.parse(probe_cfg.get("schedule", "epoch"), probe_cfg.every,
-                                     probe_cfg.at_init)
+    schedule = probes.Schedule.from_config(probe_cfg)
     events = int(schedule.at_init)
     for epoch in range(1, epochs + 1):
         end = epoch * steps_per_epoch

@@ -74,9 +74,7 @@ def memory(probe_cfg, extra_cfg, params: int, example_floats: int) -> list[tuple
 
 def check(probe_cfg, extra_cfg, train_size: int) -> Schedule:
     """Validate every probe of a run and its schedule before training; return the schedule."""
-    schedule = Schedule.parse(probe_cfg.get("schedule", "epoch"), probe_cfg.every, probe_cfg.at_init)
-    if not isinstance(probe_cfg.every, int) or isinstance(probe_cfg.every, bool) or probe_cfg.every < 1:
-        raise ConfusionError(f"probe.every must be a positive integer, got {probe_cfg.every!r}")
+    schedule = Schedule.from_config(probe_cfg)
     for probe in build(probe_cfg, extra_cfg):
         probe.check(train_size)
     return schedule

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ConfusionError
+from ..errors import ConfusionError, is_count
 from .naive import LossFn
 
 Scalars = dict[str, float]
@@ -97,9 +97,7 @@ def register(name: str) -> Callable[[type[Probe]], type[Probe]]:
 def positive_int(settings: Any, key: str, where: str, allow_none: bool = False) -> None:
     """A one-line ConfusionError unless ``settings[key]`` is a positive integer (or None)."""
     value = settings.get(key)
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_count(value, allow_none=allow_none):
         extra = " or null (automatic)" if allow_none else ""
         raise ConfusionError(f"{where}.{key} must be a positive integer{extra}, got {value!r}")
 
@@ -129,6 +127,12 @@ class Schedule:
     kind: str = "epoch"
     n: int = 1
     at_init: bool = True
+
+    @classmethod
+    def from_config(cls, probe_cfg: Any) -> Schedule:
+        """The schedule of the probe config ``probe_cfg`` (its schedule, every, at_init), checked."""
+        positive_int(probe_cfg, "every", "probe")
+        return cls.parse(probe_cfg.get("schedule", "epoch"), probe_cfg.every, probe_cfg.at_init)
 
     @classmethod
     def parse(cls, text: Any, every: int = 1, at_init: bool = True) -> Schedule:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfusionError
+from ..errors import ConfusionError, is_count
 from .func import vmap_batch_gradients
 from .naive import LossFn, blocked_gram, bn_mode, flat_gradients, trainable
 from .stats import gram_pair_statistics, pair_statistics
@@ -45,7 +45,7 @@ def group_size(model: nn.Module, group: int) -> int:
 
 def check_group(group: object) -> int:
     """``probe.group`` if it is a positive integer, else a one-line ConfusionError."""
-    if not isinstance(group, int) or isinstance(group, bool) or group < 1:
+    if not is_count(group):
         raise ConfusionError(f"probe.group must be a positive integer, got {group}: 1 computes one "
                              "mini-batch gradient per backward pass, N > 1 vmaps N at a time")
     return group
