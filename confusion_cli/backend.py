@@ -60,20 +60,17 @@ def tf32(enabled: bool):
     duration; the previous settings restored after."""
     knobs = _precision_knobs()
     if knobs:
-        saved = [k.fp32_precision for k in knobs]
-        for knob in knobs:
-            knob.fp32_precision = "tf32" if enabled else "ieee"
+        attribute, value = "fp32_precision", "tf32" if enabled else "ieee"
     else:  # an older torch: the legacy flags
-        knobs = [torch.backends.cuda.matmul, torch.backends.cudnn]
-        saved = [k.allow_tf32 for k in knobs]
-        for knob in knobs:
-            knob.allow_tf32 = enabled
+        knobs, attribute, value = [torch.backends.cuda.matmul, torch.backends.cudnn], "allow_tf32", enabled
+    saved = [getattr(knob, attribute) for knob in knobs]
+    for knob in knobs:
+        setattr(knob, attribute, value)
     try:
         yield
     finally:
-        attribute = "fp32_precision" if isinstance(saved[0], str) else "allow_tf32"
-        for knob, value in zip(knobs, saved):
-            setattr(knob, attribute, value)
+        for knob, old in zip(knobs, saved):
+            setattr(knob, attribute, old)
 
 
 @contextlib.contextmanager

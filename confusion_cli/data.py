@@ -138,11 +138,16 @@ def load(cfg: Any, data_dir: str | os.PathLike, device: torch.device | str = "cp
         x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_cifar_shaped(cfg))
     else:
         x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_regression(cfg))
-    num_classes = int(_opt(cfg, "num_classes", 2)) if name == "sphere" else spec.num_classes
     dev = torch.device(device)
     return Data(name=name, x_train=x_tr.to(dev), y_train=y_tr.to(dev),
-                x_test=x_te.to(dev), y_test=y_te.to(dev), num_classes=num_classes, task=task,
+                x_test=x_te.to(dev), y_test=y_te.to(dev), num_classes=num_classes(cfg), task=task,
                 augment=bool(_opt(cfg, "augment", False)) and name.startswith("cifar"))
+
+
+def num_classes(cfg: Any) -> int:
+    """Classes of the dataset config (sphere: its ``num_classes``; regression: 0, a scalar output)."""
+    name = str(_opt(cfg, "name", "digits"))
+    return int(_opt(cfg, "num_classes", 2)) if name == "sphere" else _spec(name).num_classes
 
 
 def _subset_index(n: int, size: Any, seed: int, what: str) -> torch.Tensor | None:
@@ -309,7 +314,8 @@ def sizes(cfg: Any) -> tuple[int, int, tuple[int, ...]]:
         full = int(_opt(cfg, "n_train", 256)), int(_opt(cfg, "n_test", 0))
         shape: tuple[int, ...] = (int(_opt(cfg, "dim", 64)),)
     elif spec.source == "synthetic":
-        full, shape = (int(_opt(cfg, "n_train", 50000)), int(_opt(cfg, "n_test", 10000))), INPUT_SHAPES[name]
+        full = int(_opt(cfg, "n_train", spec.sizes[0])), int(_opt(cfg, "n_test", spec.sizes[1]))
+        shape = INPUT_SHAPES[name]
     else:
         full, shape = spec.sizes, INPUT_SHAPES[name]
     train, test = (n if (size := _opt(cfg, key, None)) is None else min(int(size), n)
@@ -320,9 +326,7 @@ def sizes(cfg: Any) -> tuple[int, int, tuple[int, ...]]:
 def validate(cfg: Any, data_dir: str | os.PathLike) -> int:
     """Check the dataset config before a run (a known name, files on disk) and return the number
     of training examples the run will have, without loading them."""
-    name = str(_opt(cfg, "name", "digits"))
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset '{name}': choose one of {', '.join(DATASETS)}")
+    _spec(str(_opt(cfg, "name", "digits")))
     ensure_available(cfg, data_dir)
     return sizes(cfg)[0]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-GPU_IMAGES_PER_S_GOAL = 20_000
+from .bench.training import GPU_IMAGES_PER_S_GOAL
 
 
 def run(command: list[str], log: Path) -> tuple[int, float]:

@@ -94,7 +94,9 @@ def _start(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.de
             "bn_convention": probes.bn_convention(cfg.probe), "_t0": time.perf_counter(),
             "wall_seconds_before": (old or {}).get("wall_seconds", 0.0),
             **records.provenance(device)}
-    rows = None if state is None else state.get("metrics_rows", records.legacy_rows(run_dir))
+    rows = None
+    if state is not None:  # a checkpoint from before rows travelled with it: its metrics.csv
+        rows = state["metrics_rows"] if "metrics_rows" in state else records.legacy_rows(run_dir)
     recorder = records.RunRecorder(run_dir, cfg, meta, rows)
     recorder.set_status("running")
     if unreadable:

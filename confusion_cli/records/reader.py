@@ -17,6 +17,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ..errors import ConfusionError
+from .hashing import config_hash
 from .layout import CHECKPOINT, CONFIG, FINISHED, METRICS, RUN_JSON, SAMPLES, RecordWarning
 
 
@@ -45,8 +46,6 @@ def distrust(root: Path, run_dir: Path, cfg_hash: str) -> str | None:
     """Why the run directory ``run_dir``, which claims the config hash ``cfg_hash``, must not be
     believed (None: it may be): it must lie under ``root`` through no symlink, be owned by the
     current user with its run.json, and hold a config.yaml that hashes to the claimed hash."""
-    from .hashing import config_hash  # the hash of a config read back from disk
-
     root, run_dir = Path(os.path.abspath(root)), Path(os.path.abspath(run_dir))
     if root not in run_dir.parents or root.resolve() not in run_dir.resolve().parents:
         return f"it is outside records_root {root}"
