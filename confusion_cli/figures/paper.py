@@ -1,7 +1,7 @@
 """The paper's figures, each architecture at its selected initial LR, mean ± std over seeds.
 
 - ``fig1_linreg``: linear regression with d < N (under-) and d > N (over-parameterised):
-  training loss, eta = |min pairwise inner product| (goes to 0 when d > N) and min cosine vs epoch;
+  training loss, eta = max(0, -min pairwise inner product) (goes to 0 when d > N) and min cosine vs epoch;
 - ``fig2_depth*`` / ``fig3_width*``: training loss, min pairwise cosine, its 5% quantile and the
   cosine density at the last probed epoch, one curve per depth / width;
 - ``fig4_bn_skip*``: final training loss, final min cosine and test accuracy against depth for
@@ -20,8 +20,8 @@ from .registry import register
 from .select import aggregate_final, describe, format_value, per_figure, select_runs, symbol
 from .style import CURVE_PANELS, curve_panels, finish, new_figure, palette
 
-# eta = -min_inner on a log axis: it vanishes when over-parameterised (the cosine is scale-free)
-ETA_PANELS = (("train_loss", "training loss"), ("eta", "|min pairwise inner product| (η)"),
+# eta = max(0, -min_inner) on a log axis: it vanishes when over-parameterised (the cosine is scale-free)
+ETA_PANELS = (("train_loss", "training loss"), ("eta", "η = max(0, −min pairwise inner product)"),
               ("min_cos", "min pairwise cosine"))
 # the 5% quantile: far less noisy than one minimum, it can order architectures the minimum cannot
 SWEEP_PANELS = (*CURVE_PANELS, ("q05_cos", "5% quantile of pairwise cosines"))
@@ -99,7 +99,7 @@ for _sweep in ("bn_skip", "bn_skip_fmnist"):
 @register("linreg")
 def linreg_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
     """Fig 1: linear regression with d < N (under-) and d > N (over-parameterised): training
-    loss, eta = |min pairwise inner product| (both log scale; eta goes to 0 when d > N) and the
+    loss, eta = max(0, -min pairwise inner product) (both log scale; eta goes to 0 when d > N) and the
     min pairwise cosine (scale-free) over time, mean ± std over seeds."""
     def draw(part: pd.DataFrame, name: str) -> list[Path]:
         n = part["dataset.n_train"].iloc[0]

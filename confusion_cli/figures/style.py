@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .. import records
+from ..probes.stats import eta
 from .density import cosine_density
 from .select import Label, aggregate_seeds, groups, key_of
 
@@ -114,10 +115,10 @@ def curve_panels(runs: pd.DataFrame, by: Sequence[str], label: Label, title: str
                  panels: Sequence[tuple[str, str]] = CURVE_PANELS) -> list[Path]:
     """``panels`` (default: training loss and min pairwise cosine; log scale for LOG_PANELS) vs
     epoch, mean ± std over the seeds of every combination of ``by``, and (``density``) the KDE of
-    the pairwise cosines at the last probed epoch. ``eta`` is |min_inner| (computed here). The
-    CSV holds ``*by, panel, epoch, x, mean, std, n`` (and ``notes`` rows)."""
+    the pairwise cosines at the last probed epoch. ``eta`` = max(0, -min_inner), the paper's
+    (computed here). The CSV holds ``*by, panel, epoch, x, mean, std, n`` (and ``notes`` rows)."""
     if "min_inner" in runs:
-        runs = runs.assign(eta=runs["min_inner"].abs())
+        runs = runs.assign(eta=eta(runs["min_inner"]))
     by = list(by)
     colour = colours(runs, by)
     fig, axes = new_figure(len(panels) + density, title, note)

@@ -2,18 +2,27 @@
 
 For pairs (a, b) of gradients with inner products <g_a, g_b> and squared norms |g_a|^2, |g_b|^2,
 cos(a, b) = <g_a, g_b> / (|g_a| |g_b|). The confusion eta of the set (De, Sankararaman et al., ICML 2020)
-is -min <g_a, g_b>, so ``min_inner`` = -eta; ``min_cos`` is its scale-free version, the one the
-paper plots. A pair with a zero gradient has cosine 0 (a zero vector is orthogonal to all).
+is the smallest eta >= 0 with <g_a, g_b> >= -eta for every pair: eta = max(0, -min <g_a, g_b>)
+(``eta``), so it is 0 when every pair is aligned. Records keep the raw ``min_inner``; ``min_cos``
+is its scale-free version, the one the paper plots. A pair with a zero gradient has cosine 0
+(a zero vector is orthogonal to all).
 Quantiles interpolate linearly between order statistics, as ``numpy.quantile`` does by default.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 SCALARS = ("min_inner", "min_cos", "mean_cos", "mean_inner", "q05_cos", "q50_cos",
            "frac_neg_cos", "n_pairs")
 SAMPLES = ("cos", "inner")
+
+
+def eta(min_inner):
+    """The paper's confusion eta = max(0, -min inner product), from the recorded ``min_inner``
+    (a float, a NumPy array or a pandas Series, kept as such; NaN stays NaN)."""
+    return np.maximum(-min_inner, 0.0)
 
 
 def quantile(ordered: torch.Tensor, q: float) -> float:
