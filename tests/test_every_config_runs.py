@@ -33,6 +33,8 @@ def test_every_option_trains_and_probes(tmp_path, no_md5, group, option):
     if group == "extra_probes":
         overrides += ["extra_probes.hessian.examples=16"] if option == "hessian" else []
         overrides += ["extra_probes.grad_norm.batch_size=8"] if option == "grad_norm" else []
+    if option in ("example_pairs", "confirm"):
+        overrides += ["extra_probes.example_pairs.examples=8"]
     if option == "cifar_shaped":
         overrides += ["dataset.n_train=64", "dataset.n_test=16"]
     if group == "dataset" and option in TORCHVISION:

@@ -100,9 +100,11 @@ def test_hessian_top_eigenvalues_match_the_explicit_hessian(loss):
 
 
 def make_trainer(overrides: list[str]) -> Trainer:
+    every = ",".join(probes.extra_names())  # every registered extra probe: a new one is tested here
     cfg = config.run_config(["probe=none", "optim.epochs=1", "dataset.train_size=256",
-                              "extra_probes=[rank,hessian,grad_norm]", "extra_probes.hessian.examples=32",
-                              "extra_probes.hessian.iters=8", *overrides])
+                              f"extra_probes=[{every}]", "extra_probes.hessian.examples=32",
+                              "extra_probes.hessian.iters=8", "extra_probes.example_pairs.examples=16",
+                              *overrides])
     return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
 
 
@@ -117,7 +119,7 @@ def test_extra_probes_leave_model_grads_and_modes_unchanged(model):
     for p in net.parameters():
         p.grad = torch.full_like(p, 0.5)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    assert sorted(p.name for p in trainer.probes) == probes.extra_names() == ["grad_norm", "hessian", "rank"]
+    assert sorted(p.name for p in trainer.probes) == probes.extra_names()
     for probe in trainer.probes:
         scalars, samples = probe.measure(trainer.probe_context)
         assert scalars and all(math.isfinite(v) for v in scalars.values()) and samples == {}
@@ -142,5 +144,34 @@ def test_hessian_probe_columns_and_generator():
 
 def test_unknown_extra_probe_is_one_line_with_the_choices():
     cfg = config.compose([])
-    with pytest.raises(ConfusionError, match="grad_norm, hessian, rank"):
+    with pytest.raises(ConfusionError, match=", ".join(probes.extra_names())):
         probes.build(cfg.probe, {"nope": {}})
+
+
+@pytest.mark.parametrize("model", [["model.depth=2", "model.width=16"],
+                                   ["model=cnn", "model.depth=10", "model.width=1",
+                                    "model.batch_norm=true", "model.skip=true"]])
+def test_example_pairs_is_the_naive_gram_of_a_fixed_subset(model):
+    trainer = make_trainer(model)
+    trainer.train_epoch()  # BN running statistics away from their initial values
+    probe = next(p for p in trainer.probes if p.name == "example_pairs")
+    ctx = trainer.probe_context
+    first, samples = probe.measure(ctx)
+    ctx.generator.manual_seed(12345)  # the subset does not come from the probe generator
+    again, _ = probe.measure(ctx)
+    assert first == again and samples == {}
+    index = torch.randperm(ctx.x_train.shape[0], generator=torch.Generator().manual_seed(0))[:16]
+    naive = probes.naive_per_example_gram(trainer.model, ctx.loss_fn, ctx.x_train[index],
+                                          ctx.y_train[index]).double()
+    expected = probes.gram_pair_statistics(naive)
+    assert first["ex_n_pairs"] == 16 * 15 / 2
+    for key in ("min_cos", "q05_cos", "mean_cos", "min_inner"):
+        assert first[f"ex_{key}"] == pytest.approx(expected[key], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("setting, message", [("examples=1", "at least 2"), ("subset_seed=-1", "non-negative"),
+                                              ("examples=999", "larger than the training set")])
+def test_example_pairs_bad_settings_are_one_line(setting, message):
+    cfg = config.run_config(["extra_probes=[example_pairs]", f"extra_probes.example_pairs.{setting}"])
+    with pytest.raises(ConfusionError, match=message):
+        probes.check(cfg.probe, cfg.extra_probes, 256)
