@@ -1,4 +1,4 @@
-"""`confusion run|plot|data`: the command line. User mistakes end in one line and exit code 2."""
+"""`confusion run|plot|data|noise`: the command line. User mistakes end in one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def usage() -> str:
         "  confusion run +sweep=NAME [OVERRIDES]   a sweep, e.g. confusion run +sweep=depth scale=quick",
         "  confusion plot [RUNS_DIR] [--out DIR]  every figure the records under RUNS_DIR support",
         "  confusion data NAME [--from DIR]   fetch a dataset, or import archives you already have",
+        "  confusion noise [OVERRIDES] [--repeats R] [--out DIR] [--target-se 0.02]",
+        "                                     the confusion estimators' own noise at one run's final weights",
         "",
         "Overrides are Hydra's: key=value, group=option, hydra/launcher=joblib|submitit_slurm.",
     ]
@@ -143,6 +145,36 @@ def cmd_data(argv: list[str]) -> int:
     return 0
 
 
+def cmd_noise(argv: list[str]) -> int:
+    from . import noise
+
+    parser = Parser(prog="confusion noise",
+                    description="Train one run's config (no records), then measure, at its final "
+                                "weights, the standard error of each confusion estimator.")
+    parser.add_argument("overrides", nargs="*", help="as for `confusion run`, one config")
+    parser.add_argument("--repeats", type=int, default=10, help="replicates of all_pairs and per_example")
+    parser.add_argument("--out", default=None, help="report folder (default RECORDS_ROOT/noise/LAUNCH_ID)")
+    parser.add_argument("--target-se", type=float, default=0.02,
+                        help="the standard error of a cosine statistic to find the pairs for")
+    parser.add_argument("--pair-counts", default=",".join(map(str, noise.PAIR_COUNTS)),
+                        help="P of the mini-batch pair estimator, comma-separated (none: skip)")
+    parser.add_argument("--pool-pairs", type=int, default=2000,
+                        help="independent mini-batch pairs drawn once and cut into chunks of P")
+    parser.add_argument("--batches", default=None, help="K of all_pairs, comma-separated "
+                        "(default probe.batches; none: skip)")
+    parser.add_argument("--examples", default=None, help="B of per_example, comma-separated "
+                        "(default probe.examples; none: skip)")
+    args = parser.parse_intermixed_args(argv)
+    folder, text = noise.main(args.overrides, repeats=args.repeats, out=args.out,
+                              target_se=args.target_se, pair_counts=args.pair_counts,
+                              pool_pairs=args.pool_pairs, batches=args.batches,
+                              examples=args.examples,
+                              progress=lambda line: print(f"noise: {line}", file=sys.stderr, flush=True))
+    print(text, end="")
+    print(f"written: {folder}/noise.csv, noise.md, replicates.csv, config.yaml")
+    return 0
+
+
 def _strip_run_from_completion_line() -> None:
     """Hydra's completion reads the line being typed from COMP_LINE and takes every word after
     the program's name for an override: drop the ``run`` of ``confusion run ...`` (and move
@@ -160,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-sc", "--shell-completion"):  # the installed completion's queries
         _strip_run_from_completion_line()
         argv = ["run", *argv]
-    commands = {"run": cmd_run, "plot": cmd_plot, "data": cmd_data}
+    commands = {"run": cmd_run, "plot": cmd_plot, "data": cmd_data, "noise": cmd_noise}
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
     if argv[0] not in commands:
-        print(f"error: unknown command '{argv[0]}': use run, plot or data (confusion --help)",
+        print(f"error: unknown command '{argv[0]}': use run, plot, data or noise (confusion --help)",
               file=sys.stderr)
         return EXIT_USER_ERROR
     try:
