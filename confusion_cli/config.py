@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from omegaconf.errors import InterpolationKeyError
+
 from .errors import ConfusionError, is_count
 
 GROUPS = ("dataset", "model", "optim", "probe", "extra_probes", "scale", "sweep")
@@ -210,7 +212,12 @@ def _check_writable(path: Path) -> None:
 def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
     """{parameter: number of values} of the sweep: the sweep file's grid, where the command line
     replaces a parameter by one value (``model.depth=64``) or by a sweep of its own."""
-    sizes = {k: _sweep_size(f"{k}={v}") for k, v in (hydra_cfg.sweeper.params or {}).items()}
+    try:
+        sizes = {k: _sweep_size(f"{k}={v}") for k, v in (hydra_cfg.sweeper.params or {}).items()}
+    except InterpolationKeyError as exc:  # a sweep without a column for this scale's grid
+        raise ConfusionError(f"this sweep has no grid for the chosen scale ({exc.full_key}: "
+                             f"{str(exc).splitlines()[0]}): choose a scale whose grid the sweep "
+                             "defines (paper, quick, smoke; confirm for the *_fmnist MLP sweeps)") from None
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+")
         if is_sweep_override(o):
