@@ -1,4 +1,4 @@
-"""`confusion run|plot|data|noise`: the command line. User mistakes end in one line and exit code 2."""
+"""`confusion run|plot|claims|data|noise`: the command line. User mistakes end in one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def usage() -> str:
         "  confusion run [OVERRIDES]          one run, e.g. confusion run model=mlp model.depth=8",
         "  confusion run +sweep=NAME [OVERRIDES]   a sweep, e.g. confusion run +sweep=depth scale=quick",
         "  confusion plot [RUNS_DIR] [--out DIR]  every figure the records under RUNS_DIR support",
+        "  confusion claims [RUNS_DIR...] [--claims PATH]... [--out DIR]",
+        "                                     decide each declared claim of the paper from the records",
         "  confusion data NAME [--from DIR]   fetch a dataset, or import archives you already have",
         "  confusion noise [OVERRIDES] [--repeats R] [--out DIR] [--target-se 0.02]",
         "                                     the confusion estimators' own noise at one run's final weights",
@@ -130,6 +132,39 @@ def cmd_plot(argv: list[str]) -> int:
     return 0
 
 
+def cmd_claims(argv: list[str]) -> int:
+    parser = Parser(prog="confusion claims",
+                    description="Decide each declared claim of the paper from the run records.")
+    parser.add_argument("runs_dir", nargs="*", metavar="RUNS_DIR",
+                        default=[os.environ.get("CONFUSION_OUTPUTS", "outputs")],
+                        help="records directories, one or more (default outputs)")
+    parser.add_argument("--claims", action="append", metavar="PATH",
+                        help="a claim file or a folder of them, repeatable (default: the claims "
+                             "shipped in confusion_cli/configs/claims)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="where claims.md and claims.csv go (default: the first RUNS_DIR/claims)")
+    args = parser.parse_args(argv)
+    from . import claims, records
+
+    declared = claims.load_claims(args.claims)  # a bad claim file fails before any record is read
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", records.RecordWarning)
+        warnings.simplefilter("always", claims.ClaimWarning)
+        table = claims.decide(claims.read_records(args.runs_dir), declared)
+    for w in caught:
+        prefix = "" if issubclass(w.category, claims.ClaimWarning) else "warning: "
+        print(f"{prefix}{w.message}", file=sys.stderr)
+    if table.empty:
+        print(f"no claim could be decided from the records under {', '.join(args.runs_dir)}",
+              file=sys.stderr)
+        return 1
+    print(claims.markdown_table(table))
+    out = Path(args.out or Path(args.runs_dir[0]) / "claims")
+    written = claims.write_report(table, declared, args.runs_dir, out)
+    print(f"written: {', '.join(map(str, written))}", file=sys.stderr)
+    return 0
+
+
 def cmd_data(argv: list[str]) -> int:
     from . import data
 
@@ -192,12 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-sc", "--shell-completion"):  # the installed completion's queries
         _strip_run_from_completion_line()
         argv = ["run", *argv]
-    commands = {"run": cmd_run, "plot": cmd_plot, "data": cmd_data, "noise": cmd_noise}
+    commands = {"run": cmd_run, "plot": cmd_plot, "claims": cmd_claims, "data": cmd_data, "noise": cmd_noise}
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
     if argv[0] not in commands:
-        print(f"error: unknown command '{argv[0]}': use run, plot, data or noise (confusion --help)",
+        print(f"error: unknown command '{argv[0]}': use run, plot, claims, data or noise (confusion --help)",
               file=sys.stderr)
         return EXIT_USER_ERROR
     try:
