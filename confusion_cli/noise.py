@@ -76,14 +76,18 @@ def chunk_replicates(cos: np.ndarray, inner: np.ndarray, pairs: int) -> dict[str
                                 np.asarray(inner)[:n * pairs].reshape(n, pairs))
 
 
-def fit_power_law(sizes: Sequence[float], ses: Sequence[float]) -> tuple[float, float]:
+def fit_power_law(sizes: Sequence[float], ses: Sequence[float],
+                  replicates: Sequence[int] | None = None) -> tuple[float, float]:
     """(a, b) of the least-squares fit log se = log a + b log size; (nan, nan) with fewer than two
-    usable points (a zero or non-finite se has no logarithm and is left out)."""
+    usable points (a zero or non-finite se has no logarithm and is left out). With
+    ``replicates`` (the n behind each se) each point is weighted by 1 / var(log se) ~ 2 (n - 1),
+    so that an se from 5 chunks counts for less than one from 200."""
     size, se = np.asarray(sizes, float), np.asarray(ses, float)
-    keep = np.isfinite(se) & (se > 0) & (size > 0)
+    weight = np.ones_like(se) if replicates is None else 2 * (np.asarray(replicates, float) - 1)
+    keep = np.isfinite(se) & (se > 0) & (size > 0) & (weight > 0)
     if len(np.unique(size[keep])) < 2:
         return math.nan, math.nan
-    b, log_a = np.polyfit(np.log(size[keep]), np.log(se[keep]), 1)
+    b, log_a = np.polyfit(np.log(size[keep]), np.log(se[keep]), 1, w=np.sqrt(weight[keep]))
     return float(math.exp(log_a)), float(b)
 
 
@@ -209,7 +213,7 @@ def summarise(replicates: pd.DataFrame, target_se: float = 0.02) -> pd.DataFrame
     table["note"] = ""
     mini = table[table["estimator"] == "minibatch_pairs"]
     for statistic, rows in mini.groupby("statistic", sort=False):
-        a, b = fit_power_law(rows["size"], rows["se"])
+        a, b = fit_power_law(rows["size"], rows["se"], rows["replicates"])
         table.loc[rows.index, ["fit_a", "fit_b"]] = a, b
         table.loc[rows.index, "note"] = _fit_note(statistic, rows, b)
         if statistic in COSINE_STATISTICS:
@@ -232,6 +236,8 @@ def _fit_note(statistic: str, rows: pd.DataFrame, b: float) -> str:
     first, last = rows.loc[rows["size"].idxmin()], rows.loc[rows["size"].idxmax()]
     drift = (f"mean {first['mean']:.3g} at P={int(first['size'])}, {last['mean']:.3g} at "
              f"P={int(last['size'])}")
+    if last["se"] > 0 and statistic != "mean_cos":
+        drift += f", a move of {abs(last['mean'] - first['mean']) / last['se']:.1f} se"
     if (rows["se"] == 0).all():
         return f"se 0 at every P: the statistic is constant (eta is 0 when every pair is aligned) ({drift})"
     if not math.isfinite(b):

@@ -189,3 +189,11 @@ def test_a_bad_line_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "outputs" / "noise").exists()
+
+
+def test_the_fit_weights_each_se_by_its_replicates():
+    sizes = np.array([10, 100, 400])
+    ses = np.array([0.1, 0.1 * 10 ** -0.5, 0.01])  # the last point, from 3 replicates, off the law
+    unweighted = noise.fit_power_law(sizes, ses)[1]
+    weighted = noise.fit_power_law(sizes, ses, [1000, 1000, 3])[1]
+    assert weighted == pytest.approx(-0.5, abs=0.02) and unweighted < -0.6
