@@ -3,8 +3,9 @@ real on-disk formats: each runs every point of its grid, and `confusion plot` dr
 
 import pytest
 from fakes import run_cli, write_dataset
+from omegaconf import OmegaConf
 
-from confusion_cli import records
+from confusion_cli import config, records
 
 # sweep -> (dataset files it needs, the varying config column, its smoke values, figure stem)
 PAPER_SWEEPS = {
@@ -41,3 +42,29 @@ def test_paper_sweep_smoke_runs_and_plots(tmp_path, sweep):
     assert plot.returncode == 0, plot.stderr
     for ext in ("png", "pdf", "csv"):
         assert (tmp_path / "outputs" / "figures" / f"{figure}.{ext}").is_file(), plot.stdout
+
+
+# The paper's CIFAR-10 sweeps at scale=quick, ready for a GPU node (issue 20): they compose and
+# plan their grid, and one job of each, at the quick config but on tiny CIFAR-shaped data (no
+# CIFAR-10 here), trains an epoch and probes through the real CLI.
+QUICK_CIFAR = {"depth": {"seed": 2, "model.depth": 5, "optim.lr": 2},
+               "width": {"seed": 2, "model.width": 5, "optim.lr": 2},
+               "bn_skip": {"seed": 2, "model.batch_norm": 2, "model.skip": 2, "model.depth": 4,
+                           "optim.lr": 2}}
+
+
+@pytest.mark.parametrize("sweep", sorted(QUICK_CIFAR))
+def test_quick_cifar_sweep_plans_and_one_job_runs_on_cifar_shaped(tmp_path, sweep):
+    cfg = config.compose([f"+sweep={sweep}", "scale=quick"])
+    assert cfg.dataset.name == "cifar10" and cfg.model.name == "cnn" and cfg.optim.epochs == 15
+    assert config.plan_sweep(cfg.hydra, []) == QUICK_CIFAR[sweep]
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    pinned = [f"{key}={str(values).split(',')[0]}" for key, values in params.items()]
+    done = run_cli(["run", f"+sweep={sweep}", "scale=quick", *pinned, "dataset=cifar_shaped",
+                    "dataset.n_train=64", "dataset.n_test=16", "optim.epochs=1", "optim.batch_size=16",
+                    "probe.pairs=2", "probe.batch_size=16", "threads=1"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"sweep {sweep}: 1 runs" in done.stdout
+    frame = records.load(tmp_path / "outputs")
+    assert list(frame["epoch"]) == [0, 1] and (frame["status"] == "complete").all()
+    assert frame["min_cos"].between(-1, 1).all() and (frame["model.name"] == "cnn").all()
