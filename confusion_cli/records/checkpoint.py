@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 from .layout import CHECKPOINT
 
 
@@ -16,6 +14,8 @@ def read_checkpoint(run_dir: Path, prefix: str = "") -> dict | None:
     tensors; ``Trainer.load_state_dict`` moves the rest). None, with a one-line warning, when it
     is missing or unreadable (truncated, a full disk, not a checkpoint): the run then restarts
     from scratch instead of failing on every relaunch."""
+    import torch  # here, not at the top: reading records needs no torch
+
     path = run_dir / CHECKPOINT
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -6,11 +6,12 @@ import platform
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 
 def git_commit() -> str | None:
@@ -28,6 +29,7 @@ def git_commit() -> str | None:
 
 def provenance(device: torch.device) -> dict[str, Any]:
     import hydra
+    import torch  # here, not at the top: reading records needs no torch
     import torchvision
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()

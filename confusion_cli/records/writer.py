@@ -14,13 +14,15 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .layout import CHECKPOINT, CONFIG, METRICS, RUN_JSON, RUN_LOG, SAMPLES, samples_path
+
+if TYPE_CHECKING:
+    import torch
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -133,5 +135,7 @@ class RunRecorder:
         self.rows = [r for r in self.rows if r["step"] < row["step"]] + [row]
         write_csv(self.dir / METRICS, pd.DataFrame(self.rows))
         if state is not None:  # the rows so far travel with the state they belong to
+            import torch  # here, not at the top: reading records needs no torch
+
             state = {**state, "metrics_rows": self.rows}
             atomic_write(self.dir / CHECKPOINT, lambda f: torch.save(state, f), binary=True)
