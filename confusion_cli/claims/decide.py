@@ -32,6 +32,7 @@ import pandas as pd
 from ..errors import ConfusionError
 from ..figures.select import chosen_runs, finite, format_value, select_lr, varying_columns, whole_epoch
 from ..probes.stats import eta
+from ..records.layout import UNFINISHED
 from . import intervals
 from .intervals import Interval
 from .schema import Claim, Contrast, Point, Slope, Term
@@ -174,9 +175,10 @@ def arm_runs(records: pd.DataFrame, claim: Claim, name: str) -> Arm:
     """The rows of the runs arm ``name`` of ``claim`` uses, with notes on those left out."""
     equalities = claim.equalities(name)
     rows = records[matches(records, equalities)]
-    running = rows.loc[rows["status"] == "running", "run_dir"].nunique()
-    notes = [f"{name}: {plural(running, 'run')} still running, not used"] if running else []
-    finished = rows[rows["status"] != "running"]
+    notes = [f"{name}: {plural(count, 'run')} {words}, not used"
+             for status, words in (("running", "still running"), ("interrupted", "interrupted"))
+             if (count := rows.loc[rows["status"] == status, "run_dir"].nunique())]
+    finished = rows[~rows["status"].isin(UNFINISHED)]
     if finished.empty:
         wanted = ", ".join(f"{k}={format_value(v)}" for k, v in equalities.items()) or "any config"
         return Arm(name, finished, [*notes, f"{name}: no finished run with {wanted}"])

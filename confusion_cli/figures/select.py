@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..records.layout import UNFINISHED
+
 # Config columns that name a run's place in a sweep, not what it computes.
 SEED_COLUMNS = ("seed", "scale.seeds")
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST",
@@ -102,9 +104,10 @@ def select_lr(frame: pd.DataFrame) -> pd.DataFrame:
     Columns: those, ``optim.lr`` (the chosen initial LR, NaN if none qualifies), ``final_loss``
     (its mean over seeds of the last epoch's train_loss), ``n_seeds`` and ``note`` (empty, or why
     no LR qualifies). An LR qualifies when every seed's run is complete with a finite final loss;
-    running runs are ignored.
+    running and interrupted runs (``records.load``'s status of a run whose process is gone) are
+    ignored.
     """
-    finished = frame[frame["status"] != "running"]
+    finished = frame[~frame["status"].isin(UNFINISHED)]
     arch = varying_columns(finished, exclude=("optim.lr",))
     last = final_rows(finished)
     last = last.assign(final_loss=finite(last["train_loss"]))
@@ -147,9 +150,14 @@ def not_drawn(selection: pd.DataFrame, label: Label) -> str:
 
 
 def still_running(frame: pd.DataFrame) -> str:
-    """'3 runs still running (not used)' or ''."""
-    count = frame.loc[frame["status"] == "running", "run_dir"].nunique()
-    return f"{count} run{'s' * (count > 1)} still running (not used)" if count else ""
+    """'3 runs still running (not used)', '3 runs still running and 1 run interrupted (not
+    used)', or ''."""
+    parts = []
+    for status, words in (("running", "still running"), ("interrupted", "interrupted")):
+        count = frame.loc[frame["status"] == status, "run_dir"].nunique()
+        if count:
+            parts.append(f"{count} run{'s' * (count > 1)} {words}")
+    return f"{' and '.join(parts)} (not used)" if parts else ""
 
 
 class Selected(NamedTuple):

@@ -4,7 +4,8 @@ A records root holds ``runs/LAUNCH_ID/`` (single runs), ``sweeps/NAME/LAUNCH_ID/
 jobs, with ``sweep.json`` and ``finished.log`` beside them), ``.claims/HASH.lock`` (one per
 config) and ``figures/``. A run directory holds
 - ``config.yaml``: the resolved config (Hydra's own copy is in ``.hydra/``),
-- ``run.json``: status (running | complete | diverged | failed), config hash, seed, device,
+- ``run.json``: status (running | complete | diverged | failed; ``records.load`` reads a
+  running run whose process is gone as interrupted), config hash, seed, device,
   library versions, git commit, start/end time, wall seconds, conventions,
 - ``metrics.csv``: one row per evaluation (epoch 0 = initialization) and per step-level probe,
 - ``samples/epoch_NNNN.csv``: every probe pair of that epoch (pair, cos, inner), and
@@ -23,6 +24,7 @@ RUN_JSON, METRICS, CONFIG, SAMPLES, CHECKPOINT, RUN_LOG, ERROR, LOCK = (
     ".lock")
 SWEEP_JSON, FINISHED_LOG, CLAIMS = "sweep.json", "finished.log", ".claims"
 FINISHED = ("complete", "diverged")
+UNFINISHED = ("running", "interrupted")  # interrupted: running in run.json, its process gone
 
 
 class RecordWarning(UserWarning):

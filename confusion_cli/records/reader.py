@@ -19,6 +19,8 @@ from omegaconf import OmegaConf
 from ..errors import ConfusionError
 from .hashing import config_hash
 from .layout import CHECKPOINT, CONFIG, FINISHED, METRICS, RUN_JSON, SAMPLES, RecordWarning
+from .liveness import live_status
+from .migrate import migrate
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any] | None:
@@ -110,7 +112,7 @@ def _load_one(run_dir: Path) -> pd.DataFrame | None:
     if meta is None:
         return None
     try:
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG))
+        config = migrate(OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG)))  # today's layout
         metrics = (pd.read_csv(run_dir / METRICS) if (run_dir / METRICS).is_file()
                    else pd.DataFrame({"epoch": pd.Series(dtype="int64")}))
         if "epoch" not in metrics or not pd.api.types.is_numeric_dtype(metrics["epoch"]):
@@ -118,7 +120,7 @@ def _load_one(run_dir: Path) -> pd.DataFrame | None:
     except Exception as exc:  # noqa: BLE001 - any unreadable record is skipped by path
         warnings.warn(f"skipping corrupt record {run_dir}: {exc}", RecordWarning, stacklevel=3)
         return None
-    info = {"run_dir": str(run_dir), "status": meta["status"],
+    info = {"run_dir": str(run_dir), "status": live_status(run_dir, meta["status"]),
             "config_hash": meta.get("config_hash"), "device": meta.get("device"),
             **{k: v for k, v in flatten(config).items() if k not in ("device",)}}
     for key, value in info.items():
@@ -132,6 +134,8 @@ def load(path: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
     One row per (run, evaluation): the metrics.csv columns, plus ``run_dir``, ``status``,
     ``config_hash``, ``device`` and the config flattened into columns (``model.depth``,
     ``optim.lr``, ``seed``, ...). Unreadable runs are skipped with a RecordWarning naming them.
+    ``status`` is run.json's (complete, diverged, failed, running), except that a run marked
+    running whose process is gone (its run lock not held) is ``interrupted``.
     """
     roots = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     frames = [f for root in roots for d in run_dirs(root) if (f := _load_one(d)) is not None]
