@@ -1,4 +1,5 @@
-"""`confusion run|plot|claims|data|noise`: the command line. User mistakes end in one line and exit code 2."""
+"""`confusion run|status|plot|claims|data|noise`: the command line. User mistakes end in one line and
+exit code 2."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ def usage() -> str:
         "usage:",
         "  confusion run [OVERRIDES]          one run, e.g. confusion run model=mlp model.depth=8",
         "  confusion run +sweep=NAME [OVERRIDES]   a sweep, e.g. confusion run +sweep=depth scale=quick",
+        "  confusion status [RUNS_DIR] [--table]  per sweep: runs complete, running, interrupted,",
+        "                                     failed, diverged, to do; ETA; failures by reason",
         "  confusion plot [RUNS_DIR] [--out DIR]  every figure the records under RUNS_DIR support",
         "  confusion claims [RUNS_DIR...] [--claims PATH]... [--out DIR]",
         "                                     decide each declared claim of the paper from the records",
@@ -78,7 +81,22 @@ def cmd_run(args: list[str]) -> int:
               flush=True)
         if not any(f in ("-m", "--multirun") for f in flags):
             flags = [*flags, "--multirun"]
-    return _hydra_main([*launch.overrides, *flags])
+    code = _hydra_main([*launch.overrides, *flags])
+    if launch.multirun:
+        print_sweep_end(launch.sweep_dir)
+    return code
+
+
+def print_sweep_end(sweep_dir: Path) -> None:
+    """The results table of a sweep that has ended, and the command that draws its figures."""
+    from .status import sweep_end
+
+    try:
+        text = sweep_end(sweep_dir)
+    except Exception as exc:  # noqa: BLE001 - the runs are recorded; only the summary is lost
+        text = (f"(no results table: {type(exc).__name__}: {exc}; "
+                f"`confusion status {sweep_dir} --table` prints it)")
+    print(text, flush=True)
 
 
 def _hydra_main(overrides: list[str], prog: str = "confusion run") -> int:
@@ -99,12 +117,29 @@ def _hydra_main(overrides: list[str], prog: str = "confusion run") -> int:
     return 0
 
 
-# -- plot and data --------------------------------------------------------------------------
+# -- status, plot and data ------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
     """argparse with its errors as one line (a ConfusionError), the usage left to --help."""
 
     def error(self, message: str):
         raise ConfusionError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def cmd_status(argv: list[str]) -> int:
+    parser = Parser(prog="confusion status",
+                    description="Where the runs under RUNS_DIR stand: per sweep launch and for the "
+                                "single runs, runs complete / running / interrupted (process gone) / "
+                                "failed / diverged / to do, the sweep's ETA, failures by reason.")
+    parser.add_argument("runs_dir", nargs="?", default=os.environ.get("CONFUSION_OUTPUTS", "outputs"),
+                        help="records directory (default $CONFUSION_OUTPUTS, else outputs)")
+    parser.add_argument("--table", action="store_true",
+                        help="also each sweep's results at every architecture's selected LR "
+                             "(mean ± std over seeds)")
+    args = parser.parse_args(argv)
+    from .status import report
+
+    print(report(args.runs_dir, table=args.table))
+    return 0
 
 
 def cmd_plot(argv: list[str]) -> int:
@@ -227,13 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-sc", "--shell-completion"):  # the installed completion's queries
         _strip_run_from_completion_line()
         argv = ["run", *argv]
-    commands = {"run": cmd_run, "plot": cmd_plot, "claims": cmd_claims, "data": cmd_data, "noise": cmd_noise}
+    commands = {"run": cmd_run, "status": cmd_status, "plot": cmd_plot, "claims": cmd_claims,
+                "data": cmd_data, "noise": cmd_noise}
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
     if argv[0] not in commands:
-        print(f"error: unknown command '{argv[0]}': use run, plot, claims, data or noise (confusion --help)",
-              file=sys.stderr)
+        print(f"error: unknown command '{argv[0]}': use run, status, plot, claims, data or noise "
+              "(confusion --help)", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
         return commands[argv[0]](argv[1:])

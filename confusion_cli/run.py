@@ -41,6 +41,15 @@ def progress_prefix() -> str:
     return f"[run {hc.job.num + 1}/{records.planned_total(Path(hc.sweep.dir))}] "
 
 
+def job_label() -> str:
+    """'depth=8 lr=0.03 seed=1': the values this sweep job takes for the parameters its sweep
+    varies (sweep.json's grid, the job's own overrides); '' for a single run."""
+    if not is_multirun():
+        return ""
+    hc = HydraConfig.get()
+    return records.swept_label(records.planned_grid(Path(hc.sweep.dir)), list(hc.overrides.task))
+
+
 def format_row(row: dict[str, float], epochs: int) -> str:
     parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4g}"]
     if not math.isnan(row.get("train_acc", math.nan)):
@@ -56,6 +65,7 @@ def format_row(row: dict[str, float], epochs: int) -> str:
 def execute(cfg: DictConfig) -> str:
     """Run (or skip, or resume) the experiment ``cfg``; return its final status."""
     prefix = progress_prefix()
+    skip = f"skip {label}" if (label := job_label()) else "skip"
     cfg_hash = records.config_hash(cfg)
     new_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
     with ExitStack() as held:
@@ -64,11 +74,11 @@ def execute(cfg: DictConfig) -> str:
         with records.claim_lock(Path(cfg.records_root), cfg_hash):
             run_dir, how = records.choose_run_dir(Path(cfg.records_root), cfg_hash, new_dir)
             if run_dir is None:
-                print(f"{prefix}skip: {how}", flush=True)
+                print(f"{prefix}{skip}: {how}", flush=True)
                 return "skipped"
             run_dir.mkdir(parents=True, exist_ok=True)
             if not held.enter_context(records.run_lock(run_dir)):
-                print(f"{prefix}skip: already running in {run_dir}", flush=True)
+                print(f"{prefix}{skip}: already running in {run_dir}", flush=True)
                 return "skipped"
             if how == "new":  # config first: a claimed directory is always one that can be vetted
                 records.write_config(run_dir, cfg)
@@ -114,8 +124,9 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
         if state is not None:
             trainer.load_state_dict(state)
             recorder.say(prefix, f"resuming {run_dir} from epoch {trainer.epoch}")
-        recorder.say(prefix, f"{run_dir}: {cfg.model.name} on {cfg.dataset.name}, "
-                             f"{trainer.steps_per_epoch} steps/epoch, device {device}")
+        label = job_label()
+        recorder.say(prefix, f"{label + ': ' if label else ''}{cfg.model.name} on {cfg.dataset.name}, "
+                             f"{trainer.steps_per_epoch} steps/epoch, device {device} -> {run_dir}")
         # 3. loop, 4. record: a checkpoint after every epoch but the last
         status = "complete"
         for event in trainer.run():

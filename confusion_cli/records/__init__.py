@@ -2,7 +2,8 @@
 
 ``layout`` names every file and builds every path; ``writer`` writes (atomically, never through
 a link) and ``RunRecorder`` fills a run directory; ``checkpoint`` reads a checkpoint without
-running code; ``lock`` claims a config and chooses its directory; ``hashing`` says which runs
+running code; ``lock`` claims a config and chooses its directory; ``liveness`` tells a live
+run from an interrupted one; ``hashing`` says which runs
 are the same; ``sweep`` keeps a sweep's plan and progress; ``reader`` loads many runs into one
 DataFrame (``load``) for figures and users.
 """
@@ -18,9 +19,11 @@ from .layout import (
     RUN_JSON,
     RUN_LOG,
     SAMPLES,
+    UNFINISHED,
     RecordWarning,
     samples_path,
 )
+from .liveness import INTERRUPTED, live_status, run_is_live
 from .lock import choose_run_dir, claim_lock, run_lock
 from .provenance import provenance
 from .reader import (
@@ -35,13 +38,15 @@ from .reader import (
     require_records,
     run_dirs,
 )
-from .sweep import mark_finished, planned_total, write_plan
+from .sweep import mark_finished, planned_grid, planned_total, swept_label, write_plan
 from .writer import RunRecorder, append_line, atomic_write, write_config, write_csv, write_json
 
-__all__ = ["CHECKPOINT", "CONFIG", "ERROR", "FINISHED", "METRICS", "RUN_JSON", "RUN_LOG", "SAMPLES",
-           "RecordWarning", "RunRecorder", "append_line", "atomic_write", "choose_run_dir",
+__all__ = ["CHECKPOINT", "CONFIG", "ERROR", "FINISHED", "INTERRUPTED", "METRICS", "RUN_JSON", "RUN_LOG",
+           "SAMPLES", "UNFINISHED", "RecordWarning", "live_status", "run_is_live", "RunRecorder",
+           "append_line", "atomic_write", "choose_run_dir",
            "distrust", "legacy_rows", "write_config",
            "claim_lock", "config_hash", "find_runs", "flatten", "load", "load_samples",
-           "mark_finished", "planned_total", "provenance", "read_checkpoint", "read_run_json",
+           "mark_finished", "planned_grid", "planned_total", "swept_label", "provenance",
+           "read_checkpoint", "read_run_json",
            "read_samples_file", "require_records", "run_dirs", "run_lock", "samples_path",
            "semantic_config", "write_csv", "write_json", "write_plan"]
