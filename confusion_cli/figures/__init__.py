@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import paper, registry, theory, training  # noqa: F401  (importing registers the figures)
+from . import convergence, paper, registry, theory, training  # noqa: F401  (importing registers the figures)
 from .density import gaussian_kde
 from .registry import FIGURES, FigureWarning, register, sweeps
 from .select import (
