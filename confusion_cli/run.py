@@ -131,8 +131,7 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
         status = "complete"
         for event in trainer.run():
             row = event.row
-            finished = event.diverged or trainer.epoch >= epochs
-            checkpoint = event.epoch_end and not finished
+            checkpoint = event.epoch_end and not event.last
             recorder.add_row(row, event.samples, trainer.state_dict() if checkpoint else None)
             view.log(row, event.samples)
             if cfg.progress and event.epoch_end:

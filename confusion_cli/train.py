@@ -77,14 +77,32 @@ def check_optim(optim: Any) -> None:
         raise ConfusionError(f"optim.max_steps must be a non-negative integer or null, got {steps!r}")
 
 
+def finished(optim: Any, epoch: int, step: int) -> bool:
+    """Whether a run that has done ``epoch`` epochs and ``step`` SGD steps is over: its
+    ``optim.epochs`` done or its ``optim.max_steps`` taken (a diverged run ends too, but on its
+    loss, not here). The one decision of the end: the loop stops on it, the last row carries a
+    probe on it, no checkpoint follows it (run.py) and the bench counts probe events with it."""
+    max_steps = optim.get("max_steps")
+    return epoch >= optim.epochs or (max_steps is not None and step >= max_steps)
+
+
+def steps_in_epoch(optim: Any, steps_per_epoch: int, step: int) -> int:
+    """The SGD steps of the epoch that starts after step ``step``: a whole epoch, or what
+    ``optim.max_steps`` leaves of it (0 once it is spent)."""
+    max_steps = optim.get("max_steps")
+    return steps_per_epoch if max_steps is None else max(0, min(steps_per_epoch, max_steps - step))
+
+
 class Event(NamedTuple):
     """One row of metrics.csv with its probe samples. ``epoch_end``: the row closes an epoch (a
-    checkpoint may follow); ``diverged``: the training loss is no longer finite (the last event)."""
+    checkpoint may follow); ``diverged``: the training loss is no longer finite (the last event);
+    ``last``: the run's last event, diverged or ``finished`` (no checkpoint follows it)."""
 
     row: dict[str, float]
     samples: dict[str, torch.Tensor]
     diverged: bool
     epoch_end: bool
+    last: bool = False
 
 
 class Trainer:
@@ -182,7 +200,8 @@ class Trainer:
     def run(self) -> Iterator[Event]:
         """Yield the initialization row (epoch 0), then, epoch by epoch, any step-level probe
         rows and the epoch's row. Stops after the epoch whose training loss is NaN or infinite
-        (``diverged``), at ``optim.epochs`` or at ``optim.max_steps``. Resumes from
+        (``diverged``), or once ``finished`` (``optim.epochs`` done, or ``optim.max_steps`` taken,
+        mid-epoch or not); the last row carries a probe however the run ends. Resumes from
         ``self.epoch`` when loaded from a checkpoint."""
         if not self.init_recorded:
             start = time.perf_counter()
@@ -190,8 +209,9 @@ class Trainer:
             row, samples = self.record({"train_loss": loss, "train_acc": acc})
             row["epoch_seconds"] = time.perf_counter() - start
             self.init_recorded = True
-            yield Event(row, samples, not math.isfinite(loss), True)
-        while self.epoch < self.optim.epochs and not self.out_of_steps():
+            diverged = not math.isfinite(loss)
+            yield Event(row, samples, diverged, True, diverged or self.finished)
+        while not self.finished:
             start = time.perf_counter()
             step_events: list[Event] = []
             train_stats = self.train_epoch(step_events)
@@ -199,12 +219,14 @@ class Trainer:
             row, samples = self.record(train_stats)
             row["epoch_seconds"] = time.perf_counter() - start
             diverged = not math.isfinite(train_stats["train_loss"])
-            yield Event(row, samples, diverged, True)
+            yield Event(row, samples, diverged, True, diverged or self.finished)
             if diverged:
                 return
 
-    def out_of_steps(self) -> bool:
-        return self.optim.max_steps is not None and self.step >= self.optim.max_steps
+    @property
+    def finished(self) -> bool:
+        """The run's epochs done or its step budget spent (see ``finished``)."""
+        return finished(self.optim, self.epoch, self.step)
 
     def train_epoch(self, step_events: list[Event] | None = None) -> dict[str, float]:
         """One pass of SGD over a fresh permutation of the training set (last partial batch
@@ -217,9 +239,7 @@ class Trainer:
         self.model.train()
         data, bs = self.data, self.batch_size
         order = torch.randperm(data.x_train.shape[0], generator=self.generator, device=self.device)
-        steps = self.steps_per_epoch
-        if self.optim.max_steps is not None:
-            steps = max(0, min(steps, self.optim.max_steps - self.step))
+        steps = steps_in_epoch(self.optim, self.steps_per_epoch, self.step)
         losses, outputs = [], []
         for i in range(steps):
             idx = order[i * bs:(i + 1) * bs]
@@ -305,14 +325,15 @@ class Trainer:
         return scalars, samples
 
     def record(self, train_stats: dict[str, float]) -> tuple[dict[str, float], dict]:
-        """Evaluate, and probe if the schedule says so: one epoch row of metrics.csv plus samples."""
+        """Evaluate, and probe if the schedule says so (always on the run's last row): one epoch
+        row of metrics.csv plus samples."""
         test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
         row = {"epoch": self.epoch, "step": self.step,
                "lr": self.optimizer.param_groups[0]["lr"], **train_stats,
                "test_loss": test_loss, "test_acc": test_acc}
         samples: dict[str, torch.Tensor] = {}
-        last = self.epoch == self.optim.epochs
-        if self.schedule.at_epoch_end(self.epoch, self.step, last) and math.isfinite(row["train_loss"]):
+        due = self.schedule.at_epoch_end(self.epoch, self.step, self.finished)
+        if due and math.isfinite(row["train_loss"]):
             scalars, samples = self.probe()
             row.update(scalars)
         return row, samples

@@ -60,11 +60,14 @@ def test_sweep_seconds_counts_steps_and_probe_events():
 def test_probe_events_follow_the_probe_schedule():
     cfg, _ = sweep_plan("width", "quick")
     epochs, steps = cfg.optim.epochs, 50_000 // cfg.optim.batch_size
-    assert probe_events(cfg.probe, epochs, steps) == epochs + 1  # schedule=epoch: init + every epoch
+    assert probe_events(cfg.probe, cfg.optim, steps) == epochs + 1  # schedule=epoch: init + every epoch
     every_100 = OmegaConf.merge(cfg.probe, {"schedule": "steps:100", "at_init": False})
     last_on_grid = (epochs * steps) % 100 == 0
-    assert probe_events(every_100, epochs, steps) == epochs * steps // 100 + (not last_on_grid)
+    assert probe_events(every_100, cfg.optim, steps) == epochs * steps // 100 + (not last_on_grid)
     assert cfg.probe.schedule == "epoch"  # the sweep's own config is left as it was
+    # max_steps ends the run mid-epoch: the probes of whole epochs, then the last row's
+    stopped = OmegaConf.merge(cfg.optim, {"max_steps": 2 * steps + 5})
+    assert probe_events(cfg.probe, stopped, steps) == 1 + 2 + 1
 
 
 def test_probe_timings_leave_the_trainers_probe_as_it_was():

@@ -158,6 +158,21 @@ def test_max_steps_stops_mid_epoch_and_counts_only_steps_taken():
     assert t.step == 4 and math.isnan(again["train_loss"]) and math.isnan(again["train_acc"])
 
 
+def test_a_probe_follows_the_last_step_when_max_steps_ends_the_run_mid_epoch():
+    """max_steps=15 of 6-step epochs ends the run in epoch 3: its row is the last, carries a probe
+    though probe.every=5 does not ask for one, and no checkpoint follows it; the bench counts the
+    same probe events."""
+    from confusion_cli.bench.sweeps import probe_events
+
+    cfg = composed("optim.max_steps=15", "optim.epochs=10", "probe.every=5")
+    t = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, "cpu"), torch.device("cpu"))
+    events = list(t.run())
+    assert [(e.row["epoch"], e.row["step"]) for e in events] == [(0, 0), (1, 6), (2, 12), (3, 15)]
+    assert ["min_cos" in e.row for e in events] == [True, False, False, True]
+    assert [e.last for e in events] == [False, False, False, True] and t.finished
+    assert probe_events(cfg.probe, cfg.optim, t.steps_per_epoch) == 2
+
+
 def test_an_epoch_reads_back_to_the_host_once_not_per_step(monkeypatch):
     """No host-device synchronisation per step: the reads back do not grow with the steps."""
     short, long = trainer("optim.batch_size=100"), trainer("optim.batch_size=10")

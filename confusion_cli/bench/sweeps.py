@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from .. import probes
 from ..config import compose, sweep_values
 from ..data import DATASETS
+from ..train import finished, steps_in_epoch
 from .probes import PROBE_SHARE_GOAL, probe_seconds, probe_vs_epoch_row
 from .timing import SHARE, Row
 from .training import cifar_like, step_seconds, trainer_for
@@ -40,16 +41,19 @@ def sweep_plan(sweep: str, scale: str) -> tuple[DictConfig, list[Arch]]:
     return cfg, archs
 
 
-def probe_events(probe_cfg: DictConfig, epochs: int, steps_per_epoch: int) -> int:
-    """How many times a run of ``epochs`` epochs of ``steps_per_epoch`` steps probes, at the
-    schedule ``probe.schedule`` (with ``every`` and ``at_init``), as the Trainer does."""
+def probe_events(probe_cfg: DictConfig, optim_cfg: DictConfig, steps_per_epoch: int) -> int:
+    """How many times a run of ``steps_per_epoch`` steps an epoch probes, at the schedule
+    ``probe.schedule`` (with ``every`` and ``at_init``), ending where train.finished ends it
+    (``optim.epochs``, ``optim.max_steps``), as the Trainer does."""
     schedule = probes.Schedule.from_config(probe_cfg)
-    events = int(schedule.at_init)
-    for epoch in range(1, epochs + 1):
-        end = epoch * steps_per_epoch
+    epoch = step = 0
+    events = int(schedule.at_epoch_end(0, 0, finished(optim_cfg, 0, 0)))
+    while not finished(optim_cfg, epoch, step):
+        steps = steps_in_epoch(optim_cfg, steps_per_epoch, step)
         if schedule.kind != "epoch":  # probes between two steps of the epoch
-            events += sum(schedule.at_step(step) for step in range(end - steps_per_epoch + 1, end))
-        events += schedule.at_epoch_end(epoch, end, epoch == epochs)
+            events += sum(schedule.at_step(s) for s in range(step + 1, step + steps))
+        epoch, step = epoch + 1, step + steps
+        events += schedule.at_epoch_end(epoch, step, finished(optim_cfg, epoch, step))
     return events
 
 
@@ -58,9 +62,10 @@ def sweep_seconds(cfg: DictConfig, archs: list[Arch], timings: dict[Arch, tuple[
     event's pairs x pair time (evaluation and I/O left out)."""
     spec = DATASETS[cfg.dataset.name]
     steps = (cfg.dataset.train_size or spec.sizes[0]) // cfg.optim.batch_size
-    epochs = cfg.optim.epochs
-    events = probe_events(cfg.probe, epochs, steps)
-    return sum(epochs * steps * timings[a][0] + events * cfg.probe.pairs * timings[a][1] for a in archs)
+    max_steps = cfg.optim.get("max_steps")
+    sgd_steps = cfg.optim.epochs * steps if max_steps is None else min(max_steps, cfg.optim.epochs * steps)
+    events = probe_events(cfg.probe, cfg.optim, steps)
+    return sum(sgd_steps * timings[a][0] + events * cfg.probe.pairs * timings[a][1] for a in archs)
 
 
 def bench_sweeps(device: torch.device, quick: bool) -> list[Row]:

@@ -117,9 +117,10 @@ SCHEDULES = "epoch, steps:N (every N SGD steps) or log:K (about K points per dec
 class Schedule:
     """When the probes run, from ``probe.schedule`` (with ``probe.every`` and ``probe.at_init``).
 
-    - ``epoch``: after every ``every``-th epoch and the last one;
-    - ``steps:N``: after every N-th SGD step, and after the last epoch;
-    - ``log:K``: after steps round(10^(i/K)), i = 0, 1, ... (about K per decade), and the last epoch.
+    - ``epoch``: after every ``every``-th epoch;
+    - ``steps:N``: after every N-th SGD step;
+    - ``log:K``: after steps round(10^(i/K)), i = 0, 1, ... (about K per decade);
+    and always after the run's last step, however it ends (its epochs or ``optim.max_steps``).
     Step 0 (initialisation) is probed when ``at_init``. A probe that falls on the last step of an
     epoch is part of that epoch's row; any other is a row of its own (a fractional epoch).
     """
@@ -155,9 +156,10 @@ class Schedule:
         return step % self.n == 0
 
     def at_epoch_end(self, epoch: int, step: int, last: bool) -> bool:
-        """Whether the row of epoch ``epoch`` (ending at ``step``) carries a probe."""
-        if epoch == 0:
-            return self.at_init
+        """Whether the row of epoch ``epoch`` (ending at ``step``) carries a probe: always the
+        run's ``last`` row (train.finished: its epochs done or its max_steps taken)."""
         if last:
             return True
+        if epoch == 0:
+            return self.at_init
         return epoch % self.n == 0 if self.kind == "epoch" else self.at_step(step)
