@@ -98,12 +98,11 @@ def _start(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.de
         raise ConfusionError(f"{run_dir} was started on {started_on} and can only resume there: "
                              f"rerun with device={started_on}, or delete that directory to start "
                              f"the run again on {device.type}")
-    old = records.read_run_json(run_dir) if state is not None else None
-    meta = {"status": "running", "config_hash": cfg_hash, "seed": cfg.seed,
-            "start_time": datetime.now(timezone.utc).isoformat(), "argv": sys.argv,
-            "bn_convention": probes.bn_convention(cfg.probe), "_t0": time.perf_counter(),
-            "wall_seconds_before": (old or {}).get("wall_seconds", 0.0),
-            **records.provenance(device)}
+    old = records.read_run_json(run_dir) if how != "new" else None  # its segments so far
+    meta = records.segment_meta({"status": "running", "config_hash": cfg_hash, "seed": cfg.seed,
+                                 "start_time": datetime.now(timezone.utc).isoformat(), "argv": sys.argv,
+                                 "bn_convention": probes.bn_convention(cfg.probe),
+                                 "_t0": time.perf_counter(), **records.provenance(device)}, old)
     rows = None
     if state is not None:  # a checkpoint from before rows travelled with it: its metrics.csv
         rows = state["metrics_rows"] if "metrics_rows" in state else records.legacy_rows(run_dir)

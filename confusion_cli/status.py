@@ -190,15 +190,27 @@ def duration(seconds: float) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
-def parallelism(runs: list[Run], now: float) -> int:
-    """The most runs seen at once: overlaps of the recorded [start, end] of each run (now for
-    a running one), and the runs running now."""
-    events = []
-    for run in runs:
-        start = _time(run.meta.get("start_time"))
-        end = now if run.status == "running" else _time(run.meta.get("end_time"))
+def segments(run: Run, now: float) -> list[tuple[float, float]]:
+    """The (start, end) times of each segment of ``run`` (run.json's ``segments``, else its
+    start_time and end_time), the last ending now while it runs."""
+    recorded = run.meta.get("segments")
+    if not isinstance(recorded, list) or not recorded:
+        recorded = [{"start": run.meta.get("start_time"), "end": run.meta.get("end_time")}]
+    found = []
+    for i, segment in enumerate(s for s in recorded if isinstance(s, dict)):
+        start, end = _time(segment.get("start")), _time(segment.get("end"))
+        if run.status == "running" and i == len(recorded) - 1:
+            end = now
         if start is not None and end is not None and end >= start:
-            events += [(start, 1), (end, -1)]
+            found.append((start, end))
+    return found
+
+
+def parallelism(runs: list[Run], now: float) -> int:
+    """The most runs seen at once: overlaps of the recorded segments of the runs (up to now for
+    a running one), and the runs running now."""
+    events = [(when, step) for run in runs for start, end in segments(run, now)
+              for when, step in ((start, 1), (end, -1))]
     most = live = 0
     for _, step in sorted(events, key=lambda e: (e[0], e[1])):  # an end before a start at a tie
         live += step
@@ -222,9 +234,8 @@ def eta(group: Group, now: float | None = None) -> str:
     at_once = parallelism(group.runs, now)
     rest = 0.0
     for run in group.runs:
-        if run.status == "running":
-            start = _time(run.meta.get("start_time"))
-            spent = float(run.meta.get("wall_seconds_before") or 0) + (now - start if start else 0)
+        if run.status == "running" and (spans := segments(run, now)):
+            spent = float(run.meta.get("wall_seconds_before") or 0) + spans[-1][1] - spans[-1][0]
             rest += max(0.0, median - spent)
     remaining = (left * median + rest) / at_once
     how = f"median run {duration(median)} x {left + running} left, {at_once} at once"

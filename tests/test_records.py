@@ -125,3 +125,38 @@ def test_writes_never_follow_a_planted_link(tmp_path):
     figure.symlink_to(outside)
     records.atomic_write(figure, lambda f: f.write(b"\x89PNG"), binary=True)
     assert outside.read_text() == "precious" and figure.read_bytes() == b"\x89PNG"
+
+
+def test_run_json_keeps_the_first_start_every_segment_and_the_total_wall_time_across_resumes(tmp_path):
+    import time
+
+    cfg = OmegaConf.create({"seed": 0})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    def segment(start, host, old):  # a segment that has run for 10 s
+        meta = {"status": "running", "start_time": start, "host": host, "device": "cpu",
+                "_t0": time.perf_counter() - 10}
+        return records.segment_meta(meta, old)
+
+    first = records.RunRecorder(run_dir, cfg, segment("2026-01-01T00:00:00+00:00", "a", None))
+    first.set_status("running")
+    first.add_row({"epoch": 1, "step": 4, "train_loss": 1.0}, {}, state={"x": 1})  # a checkpoint, then a kill
+    killed = json.loads((run_dir / records.RUN_JSON).read_text())
+    assert killed["status"] == "running" and killed["wall_seconds"] == pytest.approx(10, abs=5)
+    assert killed["segments"][0]["end"] is not None
+    second = records.RunRecorder(run_dir, cfg, segment("2026-01-02T00:00:00+00:00", "b", killed),
+                                 resume_rows=first.rows)
+    second.set_status("complete")
+    meta = json.loads((run_dir / records.RUN_JSON).read_text())
+    assert meta["start_time"] == "2026-01-01T00:00:00+00:00"
+    assert [(s["start"][:10], s["host"], s["device"]) for s in meta["segments"]] == [
+        ("2026-01-01", "a", "cpu"), ("2026-01-02", "b", "cpu")]
+    assert meta["wall_seconds_before"] == pytest.approx(killed["wall_seconds"])
+    assert meta["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in meta["segments"]))
+    assert meta["wall_seconds"] == pytest.approx(20, abs=10)
+    # a run.json written before segments were kept: its one segment is read from start and end
+    legacy = {"status": "running", "start_time": "2025-01-01T00:00:00+00:00", "host": "old", "device": "cuda"}
+    resumed = records.segment_meta({"start_time": "2025-01-02T00:00:00+00:00", "host": "new"}, legacy)
+    assert resumed["start_time"] == "2025-01-01T00:00:00+00:00" and resumed["wall_seconds_before"] == 0.0
+    assert [s["host"] for s in resumed["segments"]] == ["old", "new"]

@@ -7,6 +7,7 @@ import signal
 import time
 
 import pandas as pd
+import pytest
 from fakes import run_cli, start_cli
 
 from confusion_cli import records
@@ -72,6 +73,12 @@ def test_killed_sweep_resumes_to_the_same_records(tmp_path):
     steps = comparable(killed_root)
     assert (steps["epoch"] % 1 != 0).sum() > 20 and steps["batch_loss"].notna().any()
     assert not list(killed_root.rglob(records.CHECKPOINT))  # complete runs drop their checkpoint
+    for run_dir in interrupted:  # run.json keeps the first start, both segments and their total
+        meta = json.loads((run_dir / "run.json").read_text())
+        assert len(meta["segments"]) == 2 and meta["start_time"] == meta["segments"][0]["start"]
+        assert all(s["host"] and s["device"] == "cpu" and s["end"] for s in meta["segments"])
+        assert meta["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in meta["segments"]))
+        assert meta["wall_seconds_before"] == pytest.approx(meta["segments"][0]["wall_seconds"])
 
 
 def test_launchers_give_the_same_records(tmp_path):

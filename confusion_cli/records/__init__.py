@@ -39,7 +39,7 @@ from .reader import (
     run_dirs,
 )
 from .sweep import mark_finished, planned_grid, planned_total, swept_label, write_plan
-from .writer import RunRecorder, append_line, atomic_write, write_config, write_csv, write_json
+from .writer import RunRecorder, append_line, atomic_write, segment_meta, write_config, write_csv, write_json
 
 __all__ = ["CHECKPOINT", "CONFIG", "ERROR", "FINISHED", "INTERRUPTED", "METRICS", "RUN_JSON", "RUN_LOG",
            "SAMPLES", "UNFINISHED", "RecordWarning", "live_status", "run_is_live", "RunRecorder",
@@ -49,4 +49,4 @@ __all__ = ["CHECKPOINT", "CONFIG", "ERROR", "FINISHED", "INTERRUPTED", "METRICS"
            "mark_finished", "planned_grid", "planned_total", "swept_label", "provenance",
            "read_checkpoint", "read_run_json",
            "read_samples_file", "require_records", "run_dirs", "run_lock", "samples_path",
-           "semantic_config", "write_csv", "write_json", "write_plan"]
+           "segment_meta", "semantic_config", "write_csv", "write_json", "write_plan"]

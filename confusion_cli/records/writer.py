@@ -86,6 +86,27 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
     atomic_write(run_dir / CONFIG, lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
 
 
+def segment_meta(meta: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """``meta`` (the run.json fields of a segment starting at ``meta['start_time']``, with its
+    ``host`` and ``device``) after the segments of ``old``, the run's run.json before it (None
+    for a new run): ``start_time`` becomes the first segment's, ``segments`` lists every segment
+    (start, end, host, device, wall_seconds) with this one last, and ``wall_seconds_before`` is
+    the wall time of those before. ``RunRecorder`` keeps the last segment's end and the run's
+    total ``wall_seconds`` current at every checkpoint, so a killed segment counts up to its last
+    checkpoint."""
+    old = old or {}
+    segments = [dict(s) for s in old.get("segments") or [] if isinstance(s, dict)]
+    if not segments and old.get("start_time"):  # a run.json from before segments were kept
+        segments = [{"start": old["start_time"], "end": old.get("end_time"), "host": old.get("host"),
+                     "device": old.get("device"), "wall_seconds": old.get("wall_seconds")}]
+    start = meta.get("start_time") or datetime.now(timezone.utc).isoformat()
+    segments.append({"start": start, "end": None, "host": meta.get("host"), "device": meta.get("device"),
+                     "wall_seconds": 0.0})
+    before = old.get("wall_seconds")
+    return {**meta, "start_time": segments[0]["start"], "segments": segments,
+            "wall_seconds_before": float(before) if isinstance(before, (int, float)) else 0.0}
+
+
 class RunRecorder:
     """Writes one run's directory: run.json, config, metrics, samples, checkpoints, run.log."""
 
@@ -118,10 +139,18 @@ class RunRecorder:
     def set_status(self, status: str, **extra: Any) -> None:
         self.meta.update(status=status, **extra)
         if status != "running":
-            end = datetime.now(timezone.utc)
-            self.meta["end_time"] = end.isoformat()
-            self.meta["wall_seconds"] = self.meta.get("wall_seconds_before", 0.0) + (
-                time.perf_counter() - self.meta["_t0"])
+            self.meta["end_time"] = datetime.now(timezone.utc).isoformat()
+        self.write_meta()
+
+    def write_meta(self) -> None:
+        """Write run.json, with the current segment's end and wall time and the run's total wall
+        time (``wall_seconds_before`` + this segment's) brought up to now."""
+        if "_t0" in self.meta:
+            elapsed = time.perf_counter() - self.meta["_t0"]
+            self.meta["wall_seconds"] = self.meta.get("wall_seconds_before", 0.0) + elapsed
+            if self.meta.get("segments"):
+                self.meta["segments"][-1].update(end=datetime.now(timezone.utc).isoformat(),
+                                                 wall_seconds=elapsed)
         write_json(self.dir / RUN_JSON, {k: v for k, v in self.meta.items() if not k.startswith("_")})
 
     def add_row(self, row: dict[str, float], samples: dict[str, torch.Tensor],
@@ -139,3 +168,4 @@ class RunRecorder:
 
             state = {**state, "metrics_rows": self.rows}
             atomic_write(self.dir / CHECKPOINT, lambda f: torch.save(state, f), binary=True)
+            self.write_meta()  # a killed run's run.json counts its time up to this checkpoint
