@@ -6,7 +6,8 @@ config) and ``figures/``. A run directory holds
 - ``config.yaml``: the resolved config (Hydra's own copy is in ``.hydra/``),
 - ``run.json``: status (running | complete | diverged | failed; ``records.load`` reads a
   running run whose process is gone as interrupted), config hash, seed, device,
-  library versions, git commit, start/end time, wall seconds, conventions,
+  library versions, git commit, first start and end time, every segment across resumes
+  (start, end, host, device, wall seconds), total wall seconds, conventions,
 - ``metrics.csv``: one row per evaluation (epoch 0 = initialization) and per step-level probe,
 - ``samples/epoch_NNNN.csv``: every probe pair of that epoch (pair, cos, inner), and
   ``samples/step_NNNNNNNN.csv`` for a probe between two steps of an epoch,
