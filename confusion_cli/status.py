@@ -179,8 +179,10 @@ def _time(value: Any) -> float | None:
 
 
 def duration(seconds: float) -> str:
-    """45s, 12m30s, 3h05m, 2d04h."""
-    seconds = max(0, int(round(seconds)))
+    """0.4s, 45s, 12m30s, 3h05m, 2d04h."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f}s"
+    seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -237,9 +239,11 @@ def eta(group: Group, now: float | None = None) -> str:
         if run.status == "running" and (spans := segments(run, now)):
             spent = float(run.meta.get("wall_seconds_before") or 0) + spans[-1][1] - spans[-1][0]
             rest += max(0.0, median - spent)
-    remaining = (left * median + rest) / at_once
+    remaining = (left * median + rest) / min(at_once, left + running)
     how = f"median run {duration(median)} x {left + running} left, {at_once} at once"
-    if running == 0:
+    ends = [end for run in group.runs for _, end in segments(run, now)]
+    recent = bool(ends) and now - max(ends) < max(60.0, 3 * median)  # between two quick runs
+    if running == 0 and not recent:
         return (f"not running: {left} runs to do, about {duration(remaining)} ({how}); run the "
                 "same command again to finish")
     return f"ETA {duration(remaining)} ({how})"

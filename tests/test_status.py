@@ -71,14 +71,17 @@ def test_status_counts_complete_running_interrupted_failed_and_to_do(tmp_path):
 def test_eta_counts_runs_seen_at_once_and_says_when_nothing_runs(tmp_path):
     launch = tmp_path / "L"
     records.write_plan(launch, 5, {"seed": 5})
-    for job, (start, end) in enumerate([(400, 300), (390, 290), (280, 200)]):  # two at once
+    for job, (start, end) in enumerate([(1400, 1300), (1390, 1290), (1280, 1200)]):  # two at once
         write_run(launch / str(job), "complete", seed=job, start_time=iso(start), end_time=iso(end),
                   wall_seconds=float(start - end))
     group = status.survey(tmp_path)[0]
     assert status.parallelism(group.runs, NOW) == 2
     assert status.eta(group, NOW) == ("not running: 2 runs to do, about 1m40s (median run 1m40s "
                                       "x 2 left, 2 at once); run the same command again to finish")
-    assert status.duration(45) == "45s" and status.duration(3 * 3600 + 300) == "3h05m"
+    # a run that ended a moment ago: the sweep is between two runs, not stopped
+    assert status.eta(group, NOW - 1190) == "ETA 1m40s (median run 1m40s x 2 left, 2 at once)"
+    assert status.duration(0.42) == "0.4s" and status.duration(45) == "45s"
+    assert status.duration(3 * 3600 + 300) == "3h05m"
     fresh = tmp_path / "M"
     records.write_plan(fresh, 2, {"seed": 2})
     assert "ETA unknown (no run finished yet)" in status.report(fresh, now=NOW)
