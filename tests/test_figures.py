@@ -21,7 +21,7 @@ def config(sweep="depth", dataset="cifar10", model="cnn", depth=16, width=2, lr=
            "model": {"name": model, "depth": depth, "width": width, "batch_norm": False, "skip": False,
                      "activation": "relu", "init": "gaussian"},
            "optim": {"lr": lr, "batch_size": 128, "epochs": 2, "milestones": [1]},
-           "probe": {"mode": "minibatch_pairs", "pairs": 5},
+           "probe": {"mode": "minibatch_pairs", "pairs": 5, "batch_size": 128},
            "scale": {"name": "quick", "grid": "quick", "seeds": "0,1"},
            "sweep": {"name": sweep, "lrs": {"quick": "0.01,0.03"}}}
     for key, value in extra.items():  # "model__skip" -> cfg["model"]["skip"]
@@ -99,6 +99,14 @@ def read(path):
     return pd.read_csv(path)
 
 
+MINIBATCH = "minibatch-5x128"  # the estimator of the runs of ``config``: 5 pairs of mini-batches of 128
+
+
+def draw(sweep, frame, out, figure):
+    """The paths written by the figure of ``sweep`` whose stem starts with ``figure`` (fig2, conf_vs_loss)."""
+    return [p for p in figures.registry.draw(sweep, frame, out) if p.stem.startswith(figure)]
+
+
 # -- selection and statistics -----------------------------------------------------------------
 def test_select_lr_picks_lowest_mean_final_loss_and_never_a_diverged_lr(tmp_path):
     depth_sweep(tmp_path)
@@ -160,8 +168,8 @@ def assert_written(paths, stem):
 
 def test_depth_figure_draws_each_depth_at_its_selected_lr(tmp_path):
     depth_sweep(tmp_path / "runs")
-    paths = figures.FIGURES["depth"](records.load(tmp_path / "runs"), tmp_path / "fig")
-    assert_written(paths, "fig2_depth")
+    paths = draw("depth", records.load(tmp_path / "runs"), tmp_path / "fig", "fig2")
+    assert_written(paths, f"fig2_depth_{MINIBATCH}")
     data = read(paths[2])
     loss = data[data["panel"] == "train_loss"]
     assert set(zip(loss["model.depth"], loss["optim.lr"])) == {(16, 0.03), (22, 0.01)}
@@ -180,8 +188,8 @@ def test_depth_figure_draws_each_depth_at_its_selected_lr(tmp_path):
 
 def test_width_figure_draws_one_curve_per_width(tmp_path):
     width_sweep(tmp_path / "runs")
-    paths = figures.FIGURES["width"](records.load(tmp_path / "runs"), tmp_path / "fig")
-    assert_written(paths, "fig3_width")
+    paths = draw("width", records.load(tmp_path / "runs"), tmp_path / "fig", "fig3")
+    assert_written(paths, f"fig3_width_{MINIBATCH}")
     cos = read(paths[2]).query("panel == 'min_cos'")
     assert set(zip(cos["model.width"], cos["optim.lr"])) == {(2, 0.03), (4, 0.03)}
     assert cos.query("epoch == 1")["mean"].tolist() == pytest.approx([-0.2, -0.2])
@@ -189,8 +197,8 @@ def test_width_figure_draws_one_curve_per_width(tmp_path):
 
 def test_bn_skip_figure_plots_final_metrics_against_depth(tmp_path):
     bn_skip_sweep(tmp_path / "runs")
-    paths = figures.FIGURES["bn_skip"](records.load(tmp_path / "runs"), tmp_path / "fig")
-    assert_written(paths, "fig4_bn_skip")
+    paths = draw("bn_skip", records.load(tmp_path / "runs"), tmp_path / "fig", "fig4")
+    assert_written(paths, f"fig4_bn_skip_{MINIBATCH}")
     data = read(paths[2]).set_index(["metric", "variant", "model.depth"])
     assert data.loc[("test_acc", "plain", 10), "mean"] == pytest.approx(0.505)
     assert data.loc[("test_acc", "BN+skip", 16), "mean"] == pytest.approx(0.805)
@@ -201,7 +209,7 @@ def test_bn_skip_figure_plots_final_metrics_against_depth(tmp_path):
 
 def test_footnote_states_the_bn_convention_of_bn_runs(tmp_path):
     bn_skip_sweep(tmp_path / "runs")
-    runs = records.load(tmp_path / "runs")
+    runs = records.load(tmp_path / "runs").drop(columns="probe.bn_mode", errors="ignore")
     assert "BN" not in figures.footnote(runs, ["model.depth"])  # no probe.bn_mode recorded
     train = runs.assign(**{"probe.bn_mode": "train"})
     note = figures.footnote(train, ["model.depth"])
@@ -212,12 +220,12 @@ def test_footnote_states_the_bn_convention_of_bn_runs(tmp_path):
 
 def test_linreg_figure_compares_under_and_over_parameterised(tmp_path):
     linreg_sweep(tmp_path / "runs")
-    paths = figures.FIGURES["linreg"](records.load(tmp_path / "runs"), tmp_path / "fig")
-    assert_written(paths, "fig1_linreg")
+    paths = draw("linreg", records.load(tmp_path / "runs"), tmp_path / "fig", "fig1")
+    assert_written(paths, f"fig1_linreg_{MINIBATCH}")
     data = read(paths[2])
     assert set(data["panel"]) == {"train_loss", "eta", "min_cos"}
     eta = data.query("panel == 'eta'").set_index(["dataset.dim", "epoch"])
-    assert eta.loc[(80, 1), "mean"] == pytest.approx(0.2)  # |min inner product|, mean over seeds
+    assert eta.loc[(80, 1), "mean"] == pytest.approx(0.2)  # max(0, -min inner product), mean over seeds
     assert eta.loc[(120, 2), "mean"] == pytest.approx(1e-6)
     assert eta.loc[(80, 2), "mean"] == pytest.approx(0.01)
     cos = data.query("panel == 'min_cos' and epoch == 1").set_index("dataset.dim")
@@ -230,7 +238,7 @@ def test_an_architecture_diverged_at_every_lr_is_drawn_nowhere_but_noted(tmp_pat
     for lr in (0.01, 0.03):
         write_run(tmp_path / "runs" / f"deep_{lr}", config(depth=28, lr=lr), [2.3, float("inf")],
                   status="diverged")
-    data = read(figures.FIGURES["depth"](records.load(tmp_path / "runs"), tmp_path / "fig")[2])
+    data = read(draw("depth", records.load(tmp_path / "runs"), tmp_path / "fig", "fig2")[2])
     deep = data[data["model.depth"] == 28]
     assert len(deep) == 1 and deep["mean"].isna().all()
     assert "diverged or failed at every LR" in deep["note"].iloc[0]
@@ -239,9 +247,9 @@ def test_an_architecture_diverged_at_every_lr_is_drawn_nowhere_but_noted(tmp_pat
 def test_several_datasets_give_one_figure_each(tmp_path):
     depth_sweep(tmp_path / "runs", sweep="depth_mnist", dataset="mnist", model="mlp")
     depth_sweep(tmp_path / "runs", sweep="depth_mnist", dataset="digits", model="mlp")
-    paths = figures.FIGURES["depth_mnist"](records.load(tmp_path / "runs"), tmp_path / "fig")
+    paths = draw("depth_mnist", records.load(tmp_path / "runs"), tmp_path / "fig", "fig2")
     assert [p.name for p in paths if p.suffix == ".png"] == [
-        "fig2_depth_mnist_digits.png", "fig2_depth_mnist_mnist.png"]
+        f"fig2_depth_mnist_digits_{MINIBATCH}.png", f"fig2_depth_mnist_mnist_{MINIBATCH}.png"]
 
 
 def test_curves_figure_shows_every_configuration(tmp_path):
@@ -250,8 +258,11 @@ def test_curves_figure_shows_every_configuration(tmp_path):
     assert_written(paths, "curves")
     loss = read(paths[2]).query("panel == 'train_loss'")
     assert len(loss.groupby(["model.depth", "optim.lr"])) == 4  # every LR, diverged included
-    diverged = loss.query("`model.depth` == 22 and `optim.lr` == 0.03").set_index("epoch")
-    assert diverged.loc[2, "n"] == 1 and diverged.loc[2, "mean"] == pytest.approx(0.1)
+    assert loss["run_dir"].nunique() == 8  # one line per run
+    deep = loss.query("`model.depth` == 22 and `optim.lr` == 0.03")
+    assert deep.query("seed == 0 and epoch == 2")["value"].tolist() == pytest.approx([0.1])
+    diverged = deep.query("seed == 1")  # its loss is NaN at epoch 2: drawn to epoch 1, marked there
+    assert diverged["epoch"].tolist() == [0, 1] and diverged["diverged"].tolist() == [False, True]
 
 
 def test_plot_all_draws_every_sweep_and_skips_a_corrupt_run(tmp_path):
@@ -268,11 +279,14 @@ def test_plot_all_draws_every_sweep_and_skips_a_corrupt_run(tmp_path):
         warnings.simplefilter("error", figures.FigureWarning)
         paths = figures.plot_all(frame, tmp_path / "fig")
     stems = sorted({p.stem for p in paths})
-    assert stems == ["curves", "fig1_linreg", "fig2_depth", "fig3_width", "fig4_bn_skip"]
-    assert all(p.is_file() for p in paths) and len(paths) == 15
-    curves = read(tmp_path / "fig" / "curves.csv").query("panel == 'train_loss' and epoch == 2")
-    corrupt = curves.query("`model.depth` == 16 and `optim.lr` == 0.01 and `sweep.name` == 'depth'")
-    assert corrupt["n"].tolist() == [1]  # the run with the corrupt run.json is left out
+    assert stems == ["conf_vs_loss_bn_skip_" + MINIBATCH, "conf_vs_loss_depth_" + MINIBATCH,
+                     "conf_vs_loss_width_" + MINIBATCH, "curves", "curves_2", "fig1_linreg_" + MINIBATCH,
+                     "fig2_depth_" + MINIBATCH, "fig3_width_" + MINIBATCH, "fig4_bn_skip_" + MINIBATCH]
+    assert all(p.is_file() for p in paths) and len(paths) == 3 * len(stems)
+    curves = pd.concat([read(tmp_path / "fig" / f"{stem}.csv") for stem in ("curves", "curves_2")])
+    final = curves.query("panel == 'train_loss' and epoch == 2")
+    corrupt = final.query("`model.depth` == 16 and `optim.lr` == 0.01 and `sweep.name` == 'depth'")
+    assert corrupt["run_dir"].nunique() == 1  # the run with the corrupt run.json is left out
 
 
 def test_runs_outside_a_sweep_are_recognised_by_what_varies(tmp_path):
@@ -280,7 +294,8 @@ def test_runs_outside_a_sweep_are_recognised_by_what_varies(tmp_path):
         write_run(tmp_path / "runs" / f"{depth}_{seed}",
                   config("single", "digits", "mlp", depth=depth, seed=seed), [2.3, 1.0, 0.5])
     paths = figures.plot_all(records.load(tmp_path / "runs"), tmp_path / "fig")
-    assert sorted({p.stem for p in paths}) == ["curves", "fig2_depth_mnist"]
+    assert sorted({p.stem for p in paths}) == ["conf_vs_loss_depth_mnist_" + MINIBATCH, "curves",
+                                               "fig2_depth_mnist_" + MINIBATCH]
 
 
 def test_a_registered_figure_runs_for_its_sweep_only(tmp_path, monkeypatch):
@@ -299,7 +314,7 @@ def test_a_failing_figure_warns_and_the_others_are_drawn(tmp_path, monkeypatch):
     def broken(frame, out):
         raise KeyError("model.depth")
 
-    monkeypatch.setattr(figures.registry, "FIGURES", {"depth": broken})
+    monkeypatch.setattr(figures.registry, "FIGURES", {"depth": [broken]})
     with pytest.warns(figures.FigureWarning, match="depth"):
         paths = figures.plot_all(records.load(tmp_path / "runs"), tmp_path / "fig")
     assert {p.stem for p in paths} == {"curves"}
@@ -329,7 +344,8 @@ def test_step_level_probes_get_their_figure_and_leave_the_epoch_figures_alone(tm
     with warnings.catch_warnings():
         warnings.simplefilter("error", figures.FigureWarning)
         after = figures.plot_all(frame, tmp_path / "after")
-    assert sorted({p.stem for p in after}) == ["curves", "fig2_depth", "probe_steps"]
+    assert sorted({p.stem for p in after}) == ["conf_vs_loss_depth_" + MINIBATCH, "curves",
+                                               "fig2_depth_" + MINIBATCH, "probe_steps"]
     assert (tmp_path / "after" / "probe_steps.png").is_file()
     for path in before:  # the per-epoch figures: whole epochs only, the same numbers as before
         if path.suffix == ".csv":

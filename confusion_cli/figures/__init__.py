@@ -2,13 +2,17 @@
 
 Everything here reads the DataFrame of ``records.load`` (one row per run and probe event, the
 config flattened into dotted columns); nothing here trains. Every figure is written as
-``STEM.png`` and ``STEM.pdf`` with ``STEM.csv`` beside it holding the plotted numbers.
+``STEM.png`` and ``STEM.pdf`` with ``STEM.csv`` beside it holding the plotted numbers, at most 7
+inches wide (a panel grid, the legend inside), its footnote naming the LR grid searched and
+defining its symbols. A figure of a confusion estimator carries the estimator in its file name
+and title (``fig2_depth_fmnist_minibatch-100x128``, ``..._fixed-subset-128``).
 
-Modules, each importing only those listed before it: ``select`` (rows, LR selection, statistics,
-labels, footnotes), ``density`` (cosine KDE), ``style`` (drawing and saving), ``registry``
-(``FIGURES``: sweep name -> figure, filled by ``@register``), then the figures: ``paper``
-(Figures 1-4), ``theory`` (confusion at initialization), ``training`` (curves of every run,
-probes by SGD step, rank, GD vs SGD, curvature). A new figure imports its helpers from these
+Modules, each importing only those listed before it: ``select`` (rows, LR selection, estimators,
+statistics, labels, footnotes), ``density`` (cosine KDE), ``style`` (layout, drawing and saving),
+``registry`` (``FIGURES``: sweep name -> its figures, filled by ``@register``), then the figures:
+``paper`` (Figures 1-4 and confusion vs training loss), ``theory`` (confusion at initialization),
+``convergence``, ``training`` (curves of every run, probes by SGD step, rank, GD vs SGD,
+curvature). A new figure imports its helpers from these
 modules and registers itself with ``@register("sweep name")``; the package imports it.
 """
 
@@ -51,8 +55,8 @@ def plot_all(frame: pd.DataFrame, out: Path) -> list[Path]:
         return []
     per_epoch = epoch_rows(frame)
     jobs = [("curves", curves_figure, per_epoch), ("probe_steps", probe_steps_figure, frame)]
-    jobs += [(name, registry.FIGURES[name], runs) for name, runs in sorted(sweeps(per_epoch).items())
-             if name in registry.FIGURES]
+    jobs += [(f"{name} ({registry.figure_name(draw)})", draw, runs)
+             for name, runs in sorted(sweeps(per_epoch).items()) for draw in registry.FIGURES.get(name, [])]
     written = []
     for name, draw, runs in jobs:
         try:

@@ -1,8 +1,10 @@
 """The sweep figures by sweep name, and which sweeps a set of records holds.
 
-``FIGURES`` maps a sweep name to a function ``(per-epoch records of that sweep, out directory)
--> paths written``; a module adds its figures with the decorator ``@register("lowrank")`` (or
-``register(name)(partial(function, ...))`` for one function drawn for several sweeps).
+``FIGURES`` maps a sweep name to the functions drawing its figures, each ``(per-epoch records of
+that sweep, out directory) -> paths written``; a module adds one with the decorator
+``@register("lowrank")`` (or ``register(name)(partial(function, ...))`` for one function drawn
+for several sweeps). A sweep may have several figures (``fig2_depth`` and ``conf_vs_loss_depth``):
+each is drawn, and fails, on its own.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 from .select import varying_columns
 
 FigureFunction = Callable[[pd.DataFrame, Path], list[Path]]
-FIGURES: dict[str, FigureFunction] = {}
+FIGURES: dict[str, list[FigureFunction]] = {}
 
 
 class FigureWarning(UserWarning):
@@ -23,12 +25,25 @@ class FigureWarning(UserWarning):
 
 
 def register(*sweeps: str) -> Callable[[FigureFunction], FigureFunction]:
-    """Decorator: draw ``function(records of the sweep, out)`` for each sweep name in ``plot_all``."""
+    """Decorator: draw ``function(records of the sweep, out)`` for each sweep name in ``plot_all``,
+    besides the figures registered for it before."""
     def add(function: FigureFunction) -> FigureFunction:
         for sweep in sweeps:
-            FIGURES[sweep] = function
+            FIGURES[sweep] = [*FIGURES.get(sweep, []), function]
         return function
     return add
+
+
+def draw(sweep: str, frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Every figure registered for ``sweep`` drawn from ``frame``: the paths written."""
+    return [path for function in FIGURES.get(sweep, []) for path in function(frame, out)]
+
+
+def figure_name(function: FigureFunction) -> str:
+    """A figure function's name for a warning: its own, or that of the function it partially applies."""
+    inner = getattr(function, "func", function)
+    stem = getattr(function, "keywords", {}).get("stem")
+    return stem or getattr(inner, "__name__", repr(inner))
 
 
 FALLBACK_SWEEPS = {"model.depth": "depth", "model.width": "width", "dataset.dim": "linreg"}

@@ -9,6 +9,10 @@ LR selection: for every architecture (the config without ``optim.lr`` and ``seed
 LR drawn is the one with the lowest final training loss, averaged over seeds. An LR at which any
 seed diverged or failed never wins; an architecture with no such LR is drawn nowhere and named
 in the figure's footnote and CSV. ``select_runs`` is that step as every sweep figure takes it.
+
+Estimators: a sweep figure is drawn once per confusion estimator and named by it
+(``split_figures``, ``Estimator``): the run's probe (``probe.mode`` and its sizes) and, where
+recorded, the fixed subset of the extra probe ``example_pairs`` (columns ``ex_*``).
 """
 
 from __future__ import annotations
@@ -145,8 +149,8 @@ def not_drawn(selection: pd.DataFrame, label: Label) -> str:
     """'not drawn: β=40 (diverged or failed at every LR ...)' for the architectures without an LR."""
     skipped = selection[selection["optim.lr"].isna()]
     arch = [c for c in selection.columns if c not in ("optim.lr", "final_loss", "n_seeds", "note")]
-    return "; ".join(f"not drawn: {label(row[arch].to_dict())} ({row['note']})"
-                     for _, row in skipped.iterrows())
+    name = lambda row: label(row[arch].to_dict()) if arch else "the architecture"  # one: nothing varies
+    return "; ".join(f"not drawn: {name(row)} ({row['note']})" for _, row in skipped.iterrows())
 
 
 def still_running(frame: pd.DataFrame) -> str:
@@ -166,39 +170,145 @@ class Selected(NamedTuple):
     notes: pd.DataFrame  # CSV rows naming the architectures drawn nowhere, and why
 
 
-def select_runs(frame: pd.DataFrame, by: Sequence[str], label: Label, rule: str) -> Selected | None:
+def select_runs(frame: pd.DataFrame, by: Sequence[str], label: Label, rule: str,
+                spread: str = "mean ± std") -> Selected | None:
     """The step every sweep figure starts with: select each architecture's LR (``select_lr``),
-    keep its complete runs, and write the footnote (``footnote`` over ``by``: the scale, seeds,
-    ``rule``, the architectures drawn nowhere as ``label`` names them, the runs still running).
-    None when no run is left to draw."""
+    keep its complete runs, and write the footnote (``footnote`` over ``by`` with ``spread``: the
+    scale, seeds, ``rule``, the LR grid searched and the selected LRs at its edge, the
+    architectures drawn nowhere as ``label`` names them, the runs still running). None when no
+    run is left to draw."""
     selection = select_lr(frame)
     runs = chosen_runs(frame, selection)
     if runs.empty:
         return None
-    extra = "; ".join(filter(None, [rule, not_drawn(selection, label), still_running(frame)]))
-    return Selected(runs, footnote(runs, by, extra), selected_notes(selection))
+    extra = "; ".join(filter(None, [rule, lr_grid(frame), at_grid_edge(frame, selection, label),
+                                    not_drawn(selection, label), still_running(frame)]))
+    return Selected(runs, footnote(runs, by, extra, spread), selected_notes(selection))
 
 
-def split_figures(frame: pd.DataFrame, keep: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
-    """One part of ``frame`` per figure: (file-name suffix, rows).
+def lr_grid(frame: pd.DataFrame) -> str:
+    """'LR grid searched: {0.001, 0.003, 0.01}': the initial LRs of the runs in ``frame``."""
+    lrs = sorted(pd.to_numeric(frame["optim.lr"], errors="coerce").dropna().unique())
+    return f"LR grid searched: {{{', '.join(map(format_value, lrs))}}}" if lrs else ""
 
-    Config columns varying in ``frame`` other than ``keep``, ``optim.lr`` and ``sweep.name``
-    (e.g. two datasets) give one figure each, with their values as the suffix
-    (``fig2_depth_cifar100``); no suffix when there is only one.
+
+def at_grid_edge(frame: pd.DataFrame, selection: pd.DataFrame, label: Label) -> str:
+    """'selected LR at the edge of its grid: L=64 (0.001)' for the architectures whose selected LR
+    is the smallest or largest they were run at (the grid may not hold their best LR)."""
+    arch = [c for c in selection.columns if c not in ("optim.lr", "final_loss", "n_seeds", "note")]
+    edge = []
+    for _, row in selection.dropna(subset=["optim.lr"]).iterrows():
+        runs = frame
+        for column in arch:
+            runs = runs[runs[column].isna()] if pd.isna(row[column]) else runs[runs[column] == row[column]]
+        lrs = runs["optim.lr"].dropna().unique()
+        if len(lrs) > 1 and row["optim.lr"] in (lrs.min(), lrs.max()):
+            name = label(row[arch].to_dict()) if arch else "the architecture"  # one: nothing varies
+            edge.append(f"{name} ({format_value(row['optim.lr'])})")
+    if edge and len(edge) == selection["optim.lr"].notna().sum() > 1:
+        return "selected LR at the edge of its grid for every architecture"
+    return f"selected LR at the edge of its grid: {', '.join(edge)}" if edge else ""
+
+
+class Estimator(NamedTuple):
+    """How a figure's confusion statistics were estimated: ``slug`` names its files
+    (``minibatch-100x128``), ``text`` its title ("100 pairs of mini-batches of 128"); its columns
+    are the metric names with ``prefix`` ('' for the run's probe, 'ex_' for the fixed subset of
+    the extra probe ``example_pairs``); ``samples``: per-pair samples on disk (a cosine density)."""
+    slug: str
+    text: str
+    prefix: str = ""
+    samples: bool = True
+
+    def column(self, metric: str) -> str:
+        """The column of ``metric`` for this estimator: min_cos -> ex_min_cos for the fixed subset;
+        columns that are no confusion statistic (train_loss, test_acc) are left as they are."""
+        return self.prefix + metric if metric in STATISTICS else metric
+
+    def panels(self, panels: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(self.column(metric), name) for metric, name in panels]
+
+
+STATISTICS = ("min_cos", "q05_cos", "mean_cos", "q50_cos", "min_inner", "eta", "frac_neg_cos")
+# The probe settings that make one estimator differ from another (probe.group, chunk_size, ...
+# change how it is computed, not what).
+ESTIMATOR_COLUMNS = ("probe.mode", "probe.pairs", "probe.batches", "probe.examples",
+                     "probe.batch_size", "probe.bn_mode")
+FIXED_EXAMPLES = "extra_probes.example_pairs.examples"
+
+
+def _count(row: Mapping[str, Any], column: str) -> str | None:
+    value = row.get(column)
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else format_value(value)
+
+
+def probe_estimator(row: Mapping[str, Any]) -> Estimator:
+    """The estimator of a run's probe (``probe.*`` of one row): minibatch-100x128 = "100 pairs of
+    mini-batches of 128", all-pairs-20x128, per-example-256 = "all pairs of 256 per-example
+    gradients"; "-bn-eval" / "-bn-train" when BatchNorm's mode is not the mode's own default."""
+    mode = row.get("probe.mode")
+    pairs, batches, examples, size = (_count(row, f"probe.{c}")
+                                      for c in ("pairs", "batches", "examples", "batch_size"))
+    of = f" of {size}" if size else ""
+    by = f"x{size}" if size else ""
+    if mode == "minibatch_pairs":
+        slug, text = f"minibatch-{pairs}{by}", f"{pairs} pairs of mini-batches{of}"
+    elif mode == "all_pairs":
+        slug, text = f"all-pairs-{batches}{by}", f"all pairs of {batches} mini-batches{of}"
+    elif mode == "per_example":
+        slug, text = f"per-example-{examples}", f"all pairs of {examples} per-example gradients"
+    else:
+        name = format_value(mode) if isinstance(mode, str) else "probe"
+        slug, text = re.sub(r"[^A-Za-z0-9.]+", "-", name), f"probe {name}"
+    bn = row.get("probe.bn_mode")
+    if isinstance(bn, str) and bn != ("eval" if mode == "per_example" else "train"):
+        slug, text = f"{slug}-bn-{bn}", f"{text}, BN in {bn} mode"
+    return Estimator(slug, text)
+
+
+def fixed_estimator(row: Mapping[str, Any]) -> Estimator:
+    """The estimator of the extra probe ``example_pairs`` (columns ex_*): all pairs of the
+    per-example gradients of one fixed subset of training examples."""
+    examples = _count(row, FIXED_EXAMPLES)
+    return Estimator(f"fixed-subset-{examples}" if examples else "fixed-subset",
+                     f"all pairs of {examples + ' ' if examples else ''}per-example gradients of a "
+                     "fixed training subset (the same examples at every event)", "ex_", False)
+
+
+def split_figures(frame: pd.DataFrame, keep: Sequence[str]) -> list[tuple[str, pd.DataFrame, Estimator]]:
+    """One part of ``frame`` per figure: (file-name suffix, rows, estimator).
+
+    Config columns varying in ``frame`` other than ``keep``, ``optim.lr``, ``sweep.name`` and the
+    probe's estimator (e.g. two datasets) give one figure each, with their values in the suffix
+    (``fig2_depth_cifar100``); then every estimator gets a figure of its own, named by it
+    (``_minibatch-100x128``, ``_per-example-256``): the run's probe when it recorded anything, and
+    the fixed subset of the extra probe ``example_pairs`` where its ``ex_`` columns are recorded.
     """
-    rest = varying_columns(frame, exclude=(*keep, "optim.lr", "sweep.name"))
+    rest = varying_columns(frame, exclude=(*keep, "optim.lr", "sweep.name", *ESTIMATOR_COLUMNS))
     rest.sort(key=lambda c: c != "dataset.name")
     parts = list(groups(frame, rest))
-    if len(parts) == 1:
-        return [("", frame)]
-    return [("_" + "_".join(re.sub(r"[^A-Za-z0-9.]+", "-", format_value(v)) for v in key.values()),
-             part) for key, part in parts]
+    found = []
+    for key, part in parts:
+        base = "" if len(parts) == 1 else "_" + "_".join(
+            re.sub(r"[^A-Za-z0-9.]+", "-", format_value(v)) for v in key.values())
+        probes = list(groups(part, [c for c in ESTIMATOR_COLUMNS if c in part]))
+        for _, rows in probes:
+            main = probe_estimator(rows.iloc[0])
+            fixed = values(rows, "ex_min_cos").notna().any()
+            if values(rows, "min_cos").notna().any() or not fixed:
+                found.append((f"{base}_{main.slug}", rows, main))
+            if fixed:
+                extra = fixed_estimator(rows.iloc[0])
+                slug = extra.slug if len(probes) == 1 else f"{main.slug}_{extra.slug}"
+                found.append((f"{base}_{slug}", rows, extra))
+    return found
 
 
 def per_figure(frame: pd.DataFrame, keep: Sequence[str], stem: str,
-               draw: Callable[[pd.DataFrame, str], list]) -> list:
-    """``draw(part, stem + suffix)`` for every part of ``split_figures(frame, keep)``."""
-    return [path for suffix, part in split_figures(frame, keep) for path in draw(part, stem + suffix)]
+               draw: Callable[[pd.DataFrame, str, Estimator], list]) -> list:
+    """``draw(part, stem + suffix, estimator)`` for every part of ``split_figures(frame, keep)``."""
+    return [path for suffix, part, estimator in split_figures(frame, keep)
+            for path in draw(part, stem + suffix, estimator)]
 
 
 # -- statistics -------------------------------------------------------------------------------
@@ -215,6 +325,16 @@ def aggregate_seeds(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.Da
     NaN and infinite values (epochs without a probe, a diverged loss) are left out."""
     data = frame[[*by, "epoch"]].assign(value=finite(frame[value])).dropna(subset=["value"])
     return _mean_std(data, [*by, "epoch"])
+
+
+def aggregate_quantiles(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
+    """Median and interquartile range over runs of each run's last finite ``value``, per
+    combination of ``by``: columns ``*by, median, q25, q75, n`` (quantiles as numpy's default)."""
+    data = frame[[*by, "run_dir", "epoch"]].assign(value=finite(frame[value])).dropna(subset=["value"])
+    grouped = final_rows(data).assign(_all=0).groupby(list(by) or ["_all"], dropna=False, sort=True)["value"]
+    stats = grouped.agg(median="median", q25=lambda v: v.quantile(0.25), q75=lambda v: v.quantile(0.75),
+                        n="count")
+    return stats.reset_index().drop(columns="_all", errors="ignore")
 
 
 def aggregate_final(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
@@ -294,15 +414,34 @@ def setting_label(key: dict[str, Any]) -> str:
     return ", ".join(SETTING_LABELS[c](v) for c, v in key.items())
 
 
-def footnote(runs: pd.DataFrame, by: Sequence[str] | None, extra: str = "") -> str:
+SYMBOLS = {
+    "L": "L = number of hidden layers of the MLP",
+    "w": "w = units per hidden layer of the MLP",
+    "β": "β = depth of CNN-β-l (a WideResNet of β = 6n + 4 layers)",
+    "l": "l = width factor of CNN-β-l (16l, 32l and 64l channels)",
+    "d": "d = input dimension",
+    "N": "N = training examples",
+    "η": "η = max(0, −min pairwise inner product of gradients), the paper's gradient confusion",
+    "q05": "q05 = 5% quantile of the pairwise cosines",
+}
+
+
+def symbols_note(names: Sequence[str]) -> str:
+    """'symbols: L = number of hidden layers of the MLP; η = ...' for the symbols a figure uses."""
+    known = [SYMBOLS[n] for n in dict.fromkeys(names) if n in SYMBOLS]
+    return "symbols: " + "; ".join(known) if known else ""
+
+
+def footnote(runs: pd.DataFrame, by: Sequence[str] | None, extra: str = "",
+             spread: str = "mean ± std") -> str:
     """'scale quick; 2 seeds per curve (mean ± std)' (``by``: a curve's columns; None: one line
-    per run) plus the BN convention of the probes and ``extra``."""
+    per run; ``spread``: what the bands show) plus the BN convention of the probes and ``extra``."""
     if by is None:
         curves = f"one line per run ({runs['run_dir'].nunique()} runs)"
     else:
         seeds = [rows["run_dir"].nunique() for _, rows in groups(runs, by)] or [0]
         count = f"{min(seeds)}" if min(seeds) == max(seeds) else f"{min(seeds)}-{max(seeds)}"
-        curves = f"{count} seed{'s' * (max(seeds) != 1)} per curve (mean ± std)"
+        curves = f"{count} seed{'s' * (max(seeds) != 1)} per curve ({spread})"
     scales = runs["scale.name"].dropna().unique() if "scale.name" in runs else ["?"]
     scale = ", ".join(map(format_value, scales))
     return "; ".join(filter(None, [f"scale {scale}", curves, bn_note(runs), extra]))
@@ -316,4 +455,6 @@ def bn_note(runs: pd.DataFrame) -> str:
         return ""
     names = {"train": "batch statistics (train mode)", "eval": "running statistics (eval mode)"}
     modes = runs.loc[has_bn, "probe.bn_mode"].dropna().unique()
+    if not len(modes):
+        return ""
     return "probe gradients: BN with " + " and ".join(names.get(m, str(m)) for m in sorted(modes))
