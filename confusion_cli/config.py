@@ -1,18 +1,24 @@
-"""The run's config: composed once from the Hydra tree, checked once before anything is written.
+"""The run's config: composed from the Hydra tree and checked, every job of a sweep, before
+anything is written.
 
 ``compose`` turns Hydra's errors (an unknown option, a mistyped key) into one line naming the
 fix; ``validate`` asks each part to check its own keys (model, dataset, optimizer, probes and
 their schedule, then the run's own options) against the training set's size; ``plan_sweep``
-counts a sweep's runs. Hydra's launcher composes each job again from the same overrides: that is
-how it hands one job to one process or cluster node, and a job then trusts its config.
+counts a sweep's runs; ``sweep_jobs`` expands a sweep into its jobs as Hydra's basic sweeper
+does and ``validate_sweep`` composes and checks every one of them before the first starts.
+Hydra's launcher composes each job again from the same overrides: that is how it hands one job
+to one process or cluster node, and a job then trusts its config.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -142,19 +148,41 @@ def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
 def validate(cfg) -> None:
     """Check everything a run needs before anything is launched or written: each part checks
     its own keys, the probes against the training set's size; a mistake is one line."""
+    check_job(cfg, {})
+    _check_writable(Path(cfg.records_root))
+
+
+def _memo_key(value: Any) -> str:
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def check_job(cfg, memo: dict) -> None:
+    """``validate`` without the records_root check, each part's check run once per distinct
+    value of the nodes it reads (``memo``: shared by the jobs of a sweep, so a 1,000-job sweep
+    builds each distinct model once for its memory estimate)."""
     from . import data, models, probes, tracker
     from .backend import check_device
     from .train import check_optim
 
-    models.validate(cfg.model)
-    train_size = data.validate(cfg.dataset, cfg.data_dir)
-    check_optim(cfg.optim)
-    probes.check(cfg.probe, cfg.get("extra_probes"), train_size)
-    check_device(str(cfg.device))
-    tracker.check(cfg.get("logger", "none"))
+    def once(name: str, check, *nodes):
+        key = (name, *map(_memo_key, nodes))
+        if key not in memo:
+            memo[key] = check(*nodes)
+        return memo[key]
+
+    once("model", models.validate, cfg.model)
+    train_size = once("dataset", data.validate, cfg.dataset, cfg.data_dir)
+    once("optim", check_optim, cfg.optim)
+    once("probes", probes.check, cfg.probe, cfg.get("extra_probes"), train_size)
+    once("device", check_device, str(cfg.device))
+    once("logger", tracker.check, cfg.get("logger", "none"))
     _check_run_options(cfg)
-    check_memory(cfg)
-    _check_writable(Path(cfg.records_root))
+    once("memory", lambda *_: check_memory(cfg), cfg.dataset, cfg.model, cfg.probe,
+         cfg.get("extra_probes"), cfg.get("memory_budget_gib", 8))
 
 
 GIB = 1 << 30
@@ -209,15 +237,20 @@ def _check_writable(path: Path) -> None:
                              "directory with records_root=PATH") from None
 
 
-def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
-    """{parameter: number of values} of the sweep: the sweep file's grid, where the command line
-    replaces a parameter by one value (``model.depth=64``) or by a sweep of its own."""
+def _grid_params(hydra_cfg) -> dict[str, Any]:
+    """The sweep file's grid (``hydra.sweeper.params``), resolved for the chosen scale."""
     try:
-        sizes = {k: _sweep_size(f"{k}={v}") for k, v in (hydra_cfg.sweeper.params or {}).items()}
+        return {k: v for k, v in (hydra_cfg.sweeper.params or {}).items()}
     except InterpolationKeyError as exc:  # a sweep without a column for this scale's grid
         raise ConfusionError(f"this sweep has no grid for the chosen scale ({exc.full_key}: "
                              f"{str(exc).splitlines()[0]}): choose a scale whose grid the sweep "
                              "defines (paper, quick, smoke; confirm for the *_fmnist MLP sweeps)") from None
+
+
+def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
+    """{parameter: number of values} of the sweep: the sweep file's grid, where the command line
+    replaces a parameter by one value (``model.depth=64``) or by a sweep of its own."""
+    sizes = {k: _sweep_size(f"{k}={v}") for k, v in _grid_params(hydra_cfg).items()}
     for o in overrides:
         key = o.split("=", 1)[0].lstrip("+")
         if is_sweep_override(o):
@@ -227,6 +260,132 @@ def plan_sweep(hydra_cfg, overrides: list[str]) -> dict[str, int]:
     return sizes
 
 
+
+
+def sweep_jobs(hydra_cfg, overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, in Hydra's job order: the sweep file's grid and the command line's
+    overrides (Hydra's own ``hydra.*`` ones left out) crossed as Hydra's basic sweeper crosses
+    them (``BasicSweeper.split_arguments``: a key on both takes the command line's values in the
+    grid's place; ``a=1,2``, ``range(...)``, ``choice(...)`` expanded)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    params = [f"{k}={v}" for k, v in _grid_params(hydra_cfg).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides([*params, *overrides])
+        task = [o for o in parsed if not o.is_hydra_override()]
+        return BasicSweeper.split_arguments(task, None)[0]
+    except HydraException as exc:
+        raise ConfusionError(f"bad sweep: {str(exc).splitlines()[0]}") from None
+
+
+def _is_group_choice(override) -> bool:
+    """Whether a parsed override chooses a config (``model=cnn``, ``+sweep=x``, ``extra_probes=[..]``,
+    ``hydra/launcher=...``) rather than setting a value: such jobs are composed by Hydra."""
+    key = override.key_or_group
+    return key in GROUPS or "/" in key or override.package is not None
+
+
+def validate_sweep(cfg, overrides: list[str], jobs: list[list[str]]) -> None:
+    """Compose and check every job of a sweep before the first starts (``job_configs``); the
+    first bad job is one line naming its swept overrides (``job 3 (model.depth=10 optim.lr=-1):
+    optim.lr must be ...``). Each part's check runs once per distinct value (``check_job``), and
+    records_root is checked last, so a refused sweep writes nothing."""
+    memo: dict = {}
+    roots = set()
+    for num, swept, job_cfg in job_configs(cfg, overrides, jobs):
+        try:
+            check_job(job_cfg, memo)
+        except ConfusionError as exc:
+            raise _job_error(num, swept, exc) from None
+        roots.add(str(job_cfg.records_root))
+    for root in sorted(roots):
+        _check_writable(Path(root))
+
+
+def _job_error(num: int, swept: list[str], exc: ConfusionError) -> ConfusionError:
+    return ConfusionError(f"job {num} ({' '.join(swept) or 'no swept values'}): {exc}")
+
+
+def job_configs(cfg, overrides: list[str], jobs: list[list[str]]) -> Iterator[tuple[int, list[str], Any]]:
+    """(job number, its swept overrides, its config) of each of ``jobs`` (``sweep_jobs``), the
+    config as Hydra composes it, cheaply: the config of the job's group choices is composed once
+    per distinct choice (``cfg``, composed from ``overrides``, is the one of the command line's),
+    then the job's value overrides are applied as Hydra applies them after composing
+    (``_apply_overrides_to_config``): on a copy, or, when each sets an existing leaf to a plain
+    value, in place, undone when the next job is asked for (use each config before that).
+    A job that does not compose is one line naming it."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    parser = OverridesParser.create()
+    fixed = [o for o in overrides if not is_sweep_override(o)]  # in cfg already
+    fixed_keys = {o.split("=", 1)[0] for o in fixed}
+    parsed: dict[str, Any] = {}
+    bases = {(): (copy.deepcopy(cfg), OmegaConf.to_container(cfg, resolve=False))}
+    for num, job in enumerate(jobs):
+        swept = [o for o in job if o.split("=", 1)[0] not in fixed_keys]
+        for text in swept:
+            if text not in parsed:
+                parsed[text] = parser.parse_overrides([text])[0]
+        choices = tuple(o for o in swept if _is_group_choice(parsed[o]))
+        values = [parsed[o] for o in swept if o not in choices]
+        try:
+            if choices not in bases:
+                base = run_config([*fixed, *choices])
+                bases[choices] = base, OmegaConf.to_container(base, resolve=False)
+        except ConfusionError as exc:
+            raise _job_error(num, swept, exc) from None
+        base, raw = bases[choices]
+        olds = [_leaf(raw, o.key_or_group) for o in values]
+        in_place = all(_plain_set(o) and old is not _NO_LEAF for o, old in zip(values, olds))
+        job_cfg = base if in_place else copy.deepcopy(base)
+        try:
+            try:
+                ConfigLoaderImpl._apply_overrides_to_config(values, job_cfg)
+            except (HydraException, OmegaConfBaseException) as exc:
+                try:
+                    _check_keys([*fixed, *swept], *_hydra_api())  # a mistyped key: name it
+                except ConfusionError as typo:
+                    raise _job_error(num, swept, typo) from None
+                cause = str(exc.__cause__ or exc).splitlines()[0]
+                raise _job_error(num, swept, ConfusionError(f"bad override: {cause}")) from None
+            yield num, swept, job_cfg
+        finally:
+            if in_place:
+                for override, old in zip(values, olds):
+                    OmegaConf.update(job_cfg, override.key_or_group, old, merge=True)
+
+
+_NO_LEAF = object()
+
+
+def _leaf(raw: dict, key: str) -> Any:
+    """The value as written (interpolations unresolved) of the leaf ``key`` of a config container,
+    or _NO_LEAF where there is no such leaf."""
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _NO_LEAF
+        node = node[part]
+    return _NO_LEAF if isinstance(node, (dict, list)) else node
+
+
+def _plain_set(override) -> bool:
+    """An override that sets a value (no +, ++ or ~) to a plain value (not a list or a dict)."""
+    return not (override.is_add() or override.is_force_add() or override.is_delete()
+                or isinstance(override.value(), (dict, list)))
+
+
+def _hydra_api():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    return hydra_compose, initialize_config_module
 
 
 @dataclass
@@ -263,12 +422,19 @@ def run_config(overrides: list[str]):
 
 def prepare(overrides: list[str], flags: list[str]) -> Launch:
     """Compose and validate the config of a `confusion run` line (``flags``: Hydra's own), with a
-    launch_id unique to this launch unless one is given, and plan the sweep if it is one."""
+    launch_id unique to this launch unless one is given; for a sweep, plan it and compose and
+    validate every one of its jobs."""
     if not any(o.startswith("launch_id=") for o in overrides):
         overrides = [*overrides, f"launch_id={datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"]
     cfg, hydra_cfg = split_hydra(compose(overrides))
-    validate(cfg)
     multirun = str(hydra_cfg.mode) in ("MULTIRUN", "RunMode.MULTIRUN") or any(
         f in ("-m", "--multirun") for f in flags) or any(map(is_sweep_override, overrides))
-    grid = plan_sweep(hydra_cfg, overrides) if multirun else {}
+    if not multirun:
+        validate(cfg)
+        return Launch(cfg, overrides, False, Path(str(hydra_cfg.sweep.dir)), {})
+    grid = plan_sweep(hydra_cfg, overrides)
+    if str(hydra_cfg.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        validate_sweep(cfg, overrides, sweep_jobs(hydra_cfg, overrides))  # every job, before any runs
+    else:  # another sweeper chooses its own jobs: the command line's config is checked
+        validate(cfg)
     return Launch(cfg, overrides, multirun, Path(str(hydra_cfg.sweep.dir)), grid)

@@ -22,7 +22,8 @@ def test_quick_bench_writes_its_table(tmp_path, capsys):
     for part in ("train_throughput mnist", "train_throughput cifar10", "per-example gram",
                  "probe(100 pairs) vs epoch", "group 16 vs 1", "group 8 vs 1",
                  "smoke sweep depth: 2 runs", "peak memory", "SGD update fused vs in-backward hooks",
-                 "SGD update step vs in-backward hooks", "per-layer method by count vs by timing"):
+                 "SGD update step vs in-backward hooks", "per-layer method by count vs by timing",
+                 "sweep check: every job of a 8-job sweep"):
         assert part in names
     gram = table[table["name"].str.contains("per-example gram")]
     assert set(gram["baseline"]) == {"naive loop", "torch.func vmap (chunks of 32)", "one SGD step"}

@@ -68,6 +68,33 @@ def sweep_seconds(cfg: DictConfig, archs: list[Arch], timings: dict[Arch, tuple[
     return sum(sgd_steps * timings[a][0] + events * cfg.probe.pairs * timings[a][1] for a in archs)
 
 
+def sweep_check_row(quick: bool) -> Row:
+    """Seconds `confusion run` takes to compose and validate every job of a 1,000-job sweep
+    before launching it (MLP depth 1-10 x 10 LRs x 10 seeds on digits: config.prepare), against
+    composing and validating each job on its own (Hydra's compose + validate, 3 jobs timed)."""
+    import tempfile
+    import time
+
+    from ..config import prepare, run_config, sweep_jobs, validate
+
+    n = 2 if quick else 10
+    with tempfile.TemporaryDirectory() as root:
+        overrides = [f"model.depth=range(1,{n + 1})", f"seed=range({n})", f"records_root={root}",
+                     "optim.lr=" + ",".join(f"{0.01 * i:.2f}" for i in range(1, n + 1))]
+        prepare(["optim.lr=0.01,0.02", f"records_root={root}"], [])  # imports and first compose
+        start = time.perf_counter()
+        launch = prepare(overrides, [])
+        seconds = time.perf_counter() - start
+        jobs = sweep_jobs(compose(launch.overrides).hydra, launch.overrides)
+        start = time.perf_counter()
+        for job in jobs[:3]:
+            validate(run_config(job))
+        one_by_one = (time.perf_counter() - start) / 3 * len(jobs)
+    return Row(f"sweep check: every job of a {len(jobs)}-job sweep", "cpu", seconds, "s",
+               "compose + validate each job alone (3 timed)", one_by_one,
+               note="before launch: config.validate_sweep")
+
+
 def bench_sweeps(device: torch.device, quick: bool) -> list[Row]:
     """CNN-16-2's probe vs an epoch, and the device-hours of the paper's sweeps (and the quick
     depth sweep), from the step and probe-pair times of every architecture they train."""
@@ -99,4 +126,5 @@ def bench_sweeps(device: torch.device, quick: bool) -> list[Row]:
                         f"{device.type}-hours", "GPU goal" if has_goal else "-",
                         QUICK_DEPTH_HOURS_GOAL if has_goal else math.nan, SHARE,
                         goal=1.0 if has_goal else math.nan, lower_is_better=True))
+    rows.append(sweep_check_row(quick))
     return rows
