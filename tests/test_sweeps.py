@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from confusion_cli import config, records
 
-# sweep -> (dataset files it needs, the varying config column, its smoke values, figure stem)
+# sweep -> (dataset files it needs, the varying config column, its smoke values, figure stem; the
+# file adds the estimator: fig2_depth_minibatch-2x128)
 PAPER_SWEEPS = {
     "depth": ("cifar10", "model.depth", [10, 16], "fig2_depth"),
     "width": ("cifar10", "model.width", [1, 2], "fig3_width"),
@@ -40,8 +41,11 @@ def test_paper_sweep_smoke_runs_and_plots(tmp_path, sweep):
         assert len(variants) == 4
     plot = run_cli(["plot", "outputs"], tmp_path)
     assert plot.returncode == 0, plot.stderr
+    drawn = tmp_path / "outputs" / "figures"
     for ext in ("png", "pdf", "csv"):
-        assert (tmp_path / "outputs" / "figures" / f"{figure}.{ext}").is_file(), plot.stdout
+        assert list(drawn.glob(f"{figure}_*.{ext}")), plot.stdout
+        if sweep != "linreg":
+            assert list(drawn.glob(f"conf_vs_loss_{sweep}_*.{ext}")), plot.stdout
 
 
 # The paper's CIFAR-10 sweeps at scale=quick, ready for a GPU node (issue 20): they compose and
