@@ -52,7 +52,7 @@ def test_train_mode_gradient_is_the_training_step_gradient(batch_norm):
 
 def metric_rows(trainer: Trainer) -> tuple[list[dict], dict[str, torch.Tensor]]:
     training = ("epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
-    rows = [{k: row[k] for k in training} for row, _, _, _ in trainer.run()]
+    rows = [{k: event.row[k] for k in training} for event in trainer.run()]
     return rows, trainer.model.state_dict()
 
 

@@ -21,7 +21,7 @@ def tiny_run(overrides: list[str], data_dir) -> list[dict]:
     config.validate(OmegaConf.merge(cfg, {"records_root": str(data_dir)}))
     dataset = data.load(cfg.dataset, cfg.data_dir, "cpu")
     trainer = Trainer.from_config(cfg, dataset, torch.device("cpu"))
-    rows = [row for row, _, diverged, _ in trainer.run() if not diverged]
+    rows = [event.row for event in trainer.run() if not event.diverged]
     assert [r["epoch"] for r in rows] == [0, 1]
     return rows
 
