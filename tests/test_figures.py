@@ -35,8 +35,8 @@ def write_run(path, cfg, losses, min_cos=None, status="complete", test_acc=None,
     """One run directory as the runner writes it: config.yaml, run.json, metrics.csv, samples/."""
     path.mkdir(parents=True)
     (path / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    records.write_json(path / records.RUN_JSON, {"status": status, "config_hash": str(path),
-                                                 "seed": cfg["seed"], "device": "cpu"})
+    records.write_json(path / records.RUN_JSON, {"status": status, "seed": cfg["seed"], "device": "cpu",
+                                                 "config_hash": records.config_hash(OmegaConf.create(cfg))})
     epochs = range(len(losses))
     min_cos = [-0.1 * (e + 1) for e in epochs] if min_cos is None else min_cos
     records.write_csv(path / records.METRICS, pd.DataFrame({

@@ -2,6 +2,7 @@
 objects, captured as they are saved) or on its CSV, from tiny records on disk."""
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,9 @@ def add_fixed_subset(run_dir, examples=64, shift=-0.3):
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / records.CONFIG))
     cfg["extra_probes"] = {"example_pairs": {"examples": examples, "subset_seed": 0}}
     (run_dir / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    meta = json.loads((run_dir / records.RUN_JSON).read_text())  # the hash of the config as changed
+    meta["config_hash"] = records.config_hash(OmegaConf.create(cfg))
+    records.write_json(run_dir / records.RUN_JSON, meta)
     metrics = read(run_dir / records.METRICS)
     metrics = metrics.assign(ex_min_cos=(metrics["min_cos"] + shift).clip(-1, 1),
                              ex_q05_cos=metrics["q05_cos"] + shift, ex_min_inner=metrics["min_inner"] * 2,

@@ -141,7 +141,7 @@ def curves_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
             loss = drawn["plotted"] if not drawn.empty else pd.Series(dtype=float)
             if len(loss) and (loss > 0).all():
                 panel[0].set_yscale("log")
-            if ceiling is not None and len(loss):
+            if ceiling is not None and len(loss) and loss.max() >= ceiling:  # a run was cut: show where
                 panel[0].set_ylim(top=ceiling * (1.15 if panel[0].get_yscale() == "log" else 1.03))
             panel[0].set(xlabel="epoch", ylabel="training loss")
             panel[0].set_title(textwrap.fill(name, 45), fontsize=7, loc="left")
