@@ -161,6 +161,7 @@ def test_curves_has_a_panel_row_per_architecture_and_clips_diverged_runs(tmp_pat
     assert blown["diverged"].tolist() == [False, True]
     legend = {t.get_text() for legend in legends(fig) for t in legend.get_texts()}
     assert {"lr 0.01", "lr 0.03", "lr 0.1", "diverged (last finite value)"} <= legend
+    assert "LR grid searched: {0.01, 0.03, 0.1}" in footer(fig)
 
 
 def test_estimator_names_the_file_and_the_title(tmp_path, saved):
@@ -259,6 +260,7 @@ def test_probe_steps_names_its_lr(tmp_path, saved):
         add_step_rows(run_dir)
     figures.probe_steps_figure(records.load(tmp_path / "runs"), tmp_path / "fig")
     assert "at initial LRs {0.01, 0.03}" in title(saved["probe_steps"])
+    assert "LR grid searched: {0.01, 0.03}" in footer(saved["probe_steps"])
 
 
 def test_every_figure_fits_a_paper_page_with_its_legend_inside_and_plain_ticks(tmp_path, saved):

@@ -200,7 +200,7 @@ def probe_steps_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
     extra = "; ".join(filter(None, [
         f"probes at probe.schedule={' / '.join(schedules)}" if schedules else "",
         "loss of each step's mini-batch" if loss == "batch_loss" else "",
-        legend_note(len(colour), "probe_steps"), still_running(frame)]))
+        lr_grid(runs), legend_note(len(colour), "probe_steps"), still_running(frame)]))
     lrs = sorted(runs["optim.lr"].dropna().unique())
     at = (f"lr {format_value(lrs[0])}" if len(lrs) == 1
           else f"LRs {{{', '.join(map(format_value, lrs))}}}") if lrs else "LR not recorded"
@@ -245,7 +245,7 @@ def lowrank_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
         parts = list(groups(runs, panels))
         title = (f"{describe(runs)}: {name}\nprediction: lower with weight decay, more so with "
                  "smaller batch and larger LR; no decrease without weight decay")
-        fig, axes = new_figure(len(parts), title, footnote(runs, [*panels, *hue]))
+        fig, axes = new_figure(len(parts), title, footnote(runs, [*panels, *hue], lr_grid(runs)))
         tables = []
         for ax, (key, part) in zip(axes, parts):
             stats = aggregate_seeds(part, hue, metric)
@@ -273,7 +273,8 @@ def gd_vs_sgd_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
     batch = format_value(runs.loc[~runs["optim.full_batch"].astype(bool), "optim.batch_size"].max())
     title = (f"{describe(runs)}: full-batch GD vs SGD (batch {batch}) at the same LR\nexpected: "
              "SGD lower loss per epoch; with weight decay, SGD lower rank than GD")
-    note = footnote(runs, by, "GD takes 1 step per epoch; equal epochs = equal example gradients")
+    note = footnote(runs, by, "; ".join(["GD takes 1 step per epoch; equal epochs = equal example gradients",
+                                         lr_grid(runs)]))
     fig, axes = new_figure(len(GD_PANELS), title, note)
     tables = []
     for ax, (metric, name) in zip(axes, GD_PANELS):
