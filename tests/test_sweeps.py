@@ -19,7 +19,10 @@ PAPER_SWEEPS = {
     "depth_fmnist": ("fashion_mnist", "model.depth", [1, 2], "fig2_depth_fmnist"),
     "width_fmnist": ("fashion_mnist", "model.width", [8, 16], "fig3_width_fmnist"),
     "bn_skip_fmnist": ("fashion_mnist", "model.depth", [2, 3], "fig4_bn_skip_fmnist"),
+    "depth_fmnist_cnn": ("fashion_mnist", "model.depth", [10, 16], "fig2_depth_fmnist_cnn"),
+    "bn_skip_fmnist_cnn": ("fashion_mnist", "model.depth", [10, 16], "fig4_bn_skip_fmnist_cnn"),
 }
+SECOND_ESTIMATOR = ("depth_fmnist_cnn", "bn_skip_fmnist_cnn")  # per-example, fixed subset (ex_*)
 
 
 @pytest.mark.parametrize("sweep", sorted(PAPER_SWEEPS))
@@ -36,6 +39,8 @@ def test_paper_sweep_smoke_runs_and_plots(tmp_path, sweep):
     assert sorted(frame[column].unique()) == values
     assert set(frame["status"]) <= set(records.FINISHED) and "complete" in set(frame["status"])
     assert frame["min_cos"].notna().any()
+    if sweep in SECOND_ESTIMATOR:
+        assert frame["ex_q05_cos"].notna().any() and (frame["model.name"] == "cnn").all()
     if sweep.startswith("bn_skip"):
         variants = frame.groupby(["model.batch_norm", "model.skip"])["run_dir"].nunique()
         assert len(variants) == 4
