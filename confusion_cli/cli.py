@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from .config import GROUPS, options, prepare
@@ -72,15 +73,21 @@ def cmd_run(args: list[str]) -> int:
     launch = prepare(overrides, flags)
     if any(f in ("--cfg", "-c", "--info", "-i") for f in flags):  # Hydra prints, runs nothing
         return _hydra_main([*launch.overrides, *flags])
-    if launch.multirun:
-        from . import records
+    from . import records
 
-        records.write_plan(launch.sweep_dir, launch.total, launch.grid)
+    root = Path(str(launch.cfg.records_root))
+    if launch.multirun:  # a launch folder belongs to one sweep, checked before anything is written
+        semantic = records.plan_overrides(launch.overrides)
+        records.check_sweep_folder(root, launch.sweep_dir, launch.total, launch.grid, semantic)
+        records.write_plan(launch.sweep_dir, launch.total, launch.grid, semantic, root)
         grid = " x ".join(f"{k} {n}" for k, n in launch.grid.items())
         print(f"sweep {launch.cfg.sweep.name}: {launch.total} runs ({grid}) -> {launch.sweep_dir}",
               flush=True)
         if not any(f in ("-m", "--multirun") for f in flags):
             flags = [*flags, "--multirun"]
+    else:  # a launch_id's folder belongs to one config
+        records.check_run_folder(root, records.run_folder(root, str(launch.cfg.launch_id)),
+                                 records.config_hash(launch.cfg))
     code = _hydra_main([*launch.overrides, *flags])
     if launch.multirun:
         print_sweep_end(launch.sweep_dir)
@@ -138,8 +145,35 @@ def cmd_status(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from .status import report
 
-    print(report(args.runs_dir, table=args.table))
+    with record_warnings_as_lines():
+        text = report(args.runs_dir, table=args.table)
+    print(text)
     return 0
+
+
+@contextmanager
+def record_warnings_as_lines():
+    """While inside: each RecordWarning (a record skipped, and why) printed once as one line on
+    stderr, 'warning: ...'; other warnings shown as before."""
+    from .records import RecordWarning
+
+    seen: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RecordWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, RecordWarning):
+                return shown(message, category, filename, lineno, file, line)
+            text = str(message).strip()
+            text = f"warning: {text.splitlines()[0] if text else category.__name__}"
+            if text not in seen:
+                seen.add(text)
+                print(text, file=sys.stderr, flush=True)
+            return None
+
+        warnings.showwarning = show
+        yield
 
 
 def cmd_plot(argv: list[str]) -> int:
@@ -150,13 +184,12 @@ def cmd_plot(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from . import figures, records
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", records.RecordWarning)
+    with record_warnings_as_lines():
         frame = records.require_records(args.runs_dir)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    out = Path(args.out or Path(args.runs_dir) / "figures")
-    written = figures.plot_all(frame, out)
+        out = Path(args.out or Path(args.runs_dir) / "figures")
+        if args.out is None:  # made and entered without following a link planted at its name
+            records.make_dir(out, args.runs_dir)
+        written = figures.plot_all(frame, out)
     if not written:
         print(f"no figure could be drawn from the {frame['run_dir'].nunique()} runs under "
               f"{args.runs_dir}", file=sys.stderr)

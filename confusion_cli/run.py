@@ -68,19 +68,24 @@ def execute(cfg: DictConfig) -> str:
     skip = f"skip {label}" if (label := job_label()) else "skip"
     cfg_hash = records.config_hash(cfg)
     new_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
+    root = Path(cfg.records_root)
     with ExitStack() as held:
         # 1. choose: the per-hash claim makes choosing a directory and marking it running one
         # step, so identical launches started together never both run.
-        with records.claim_lock(Path(cfg.records_root), cfg_hash):
-            run_dir, how = records.choose_run_dir(Path(cfg.records_root), cfg_hash, new_dir)
+        with records.claim_lock(root, cfg_hash):
+            run_dir, how = records.choose_run_dir(root, cfg_hash, new_dir)
             if run_dir is None:
                 print(f"{prefix}{skip}: {how}", flush=True)
                 return "skipped"
-            run_dir.mkdir(parents=True, exist_ok=True)
+            records.make_dir(run_dir, root)  # no folder on the way is a link
             if not held.enter_context(records.run_lock(run_dir)):
-                print(f"{prefix}{skip}: already running in {run_dir}", flush=True)
-                return "skipped"
+                lock = run_dir / records.LOCK
+                fix = ("this launch_id's folder is in use by another run: give this run a new "
+                       "launch_id" if how == "new" else "run the same command again once it has stopped")
+                raise ConfusionError(f"{run_dir} is locked ({lock} is held "
+                                     f"{records.lock_holder_text(lock)}): {fix}")
             if how == "new":  # config first: a claimed directory is always one that can be vetted
+                records.check_new_dir(root, run_dir, cfg_hash)  # again, now that it is ours
                 records.write_config(run_dir, cfg)
                 records.write_json(run_dir / records.RUN_JSON, {"status": "running",
                                                                 "config_hash": cfg_hash})
@@ -184,6 +189,10 @@ def task(cfg: DictConfig) -> str:
     if is_multirun():
         hc = HydraConfig.get()
         sweep_dir = Path(hc.sweep.dir)
-        done = records.mark_finished(sweep_dir, hc.job.num, status)
+        try:
+            done = records.mark_finished(sweep_dir, hc.job.num, status)
+        except (ConfusionError, OSError) as exc:  # a finished.log that cannot be appended to
+            print(f"{progress_prefix()}warning: progress not recorded: {exc}", file=sys.stderr, flush=True)
+            return status
         print(f"sweep progress: {done}/{records.planned_total(sweep_dir)} runs finished", flush=True)
     return status

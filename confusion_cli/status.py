@@ -3,7 +3,9 @@
 For every sweep launch folder (``sweeps/NAME/LAUNCH_ID``, the folder holding ``sweep.json``) and
 for the single runs: how many runs are complete, running, interrupted (run.json says running but
 no process holds the run lock), failed, diverged and still to do, an ETA, and the failures
-grouped by their one-line reason. With ``table=True`` (and at the end of a sweep) the results at
+grouped by their one-line reason. A run is counted only once ``records.vet`` believes it (the
+runner's and ``records.load``'s vetting); any other is left out with a one-line RecordWarning.
+With ``table=True`` (and at the end of a sweep) the results at
 each architecture's selected LR (``figures.select``): mean ± std over seeds.
 
 A launch's runs are its jobs' runs wherever they live: a job that found its config already run
@@ -25,11 +27,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from . import records
 from .errors import ConfusionError
 from .records.layout import ERROR, SWEEP_JSON
+from .records.safe import read_text
 
 STATUSES = ("complete", "running", "interrupted", "failed", "diverged")
 TABLE_METRICS = ("train_loss", "test_acc", "min_cos", "q05_cos", "eta", "ex_q05_cos")
@@ -39,7 +40,7 @@ TABLE_METRICS = ("train_loss", "test_acc", "min_cos", "q05_cos", "eta", "ex_q05_
 class Run:
     dir: Path
     meta: dict[str, Any]
-    status: str               # run.json's, or interrupted (running, no live process), or unreadable
+    status: str               # run.json's, or interrupted (running, no live process)
     elsewhere: bool = False   # run by a job of this launch, recorded in another launch's folder
 
     @property
@@ -48,9 +49,9 @@ class Run:
         text = str(self.meta.get("error") or "")
         if not text.strip():
             try:
-                text = next((line for line in reversed((self.dir / ERROR).read_text().splitlines())
+                text = next((line for line in reversed(read_text(self.dir / ERROR).splitlines())
                              if line.strip()), "")
-            except OSError:
+            except (OSError, ValueError):
                 text = ""
         line = text.strip().splitlines()[0] if text.strip() else "no reason recorded"
         return line if len(line) <= 160 else line[:157] + "..."
@@ -77,13 +78,17 @@ class Group:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def _read(run_dir: Path) -> Run:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", records.RecordWarning)
-        meta = records.read_run_json(run_dir)
-    if meta is None:
-        return Run(run_dir, {}, "unreadable")
+def _read(root: Path, run_dir: Path) -> Run | None:
+    """The run in ``run_dir`` found under ``root``, once ``records.vet`` believes it; else None,
+    with a one-line RecordWarning naming it and why."""
+    if (found := records.vetted(root, run_dir)) is None:
+        return None
+    meta = found[0]
     return Run(run_dir, meta, records.live_status(run_dir, str(meta["status"])))
+
+
+def _read_all(root: Path) -> dict[Path, Run]:
+    return {d: run for d in records.run_dirs(root) if (run := _read(root, d)) is not None}
 
 
 def _family(launch: Path) -> Path:
@@ -95,7 +100,7 @@ def _family(launch: Path) -> Path:
 def _job_hash(job_dir: Path) -> str | None:
     """The config hash of the job whose Hydra folder is ``job_dir`` (None if unreadable)."""
     try:
-        return records.config_hash(OmegaConf.load(job_dir / ".hydra" / "config.yaml"))
+        return records.config_hash(records.read_config(job_dir / ".hydra" / "config.yaml"))
     except Exception:  # noqa: BLE001 - a job we cannot read counts as not run
         return None
 
@@ -104,14 +109,16 @@ def _launch_runs(launch: Path, present: dict[Path, Run], index: dict[str, list[P
     """The runs of the jobs of ``launch``: the run in a job's folder, else the run of the same
     config (its hash) elsewhere in the sweep's family, as the job itself chose it."""
     runs: dict[Path, Run] = {}
-    for job_dir in sorted(p for p in launch.iterdir() if p.is_dir() and p.name.isdigit()):
+    jobs = (p for p in launch.iterdir() if p.name.isdigit() and p.is_dir() and not p.is_symlink())
+    for job_dir in sorted(jobs):
         if job_dir in present:
             runs[job_dir] = present[job_dir]
             continue
         found = index.get(_job_hash(job_dir) or "", [])
         if found:
-            run = present.get(found[0]) or _read(found[0])
-            runs[run.dir] = Run(run.dir, run.meta, run.status, elsewhere=True)
+            run = present.get(found[0]) or _read(_family(launch), found[0])
+            if run is not None:
+                runs[run.dir] = Run(run.dir, run.meta, run.status, elsewhere=True)
     for run_dir, run in present.items():  # a run in the launch folder but not in a job folder
         if launch in run_dir.parents and run_dir not in runs and run_dir.parent != launch:
             runs[run_dir] = run
@@ -125,14 +132,13 @@ def survey(root: str | Path) -> list[Group]:
         raise ConfusionError(f"no such directory: {root} (give the records directory, e.g. "
                              "`confusion status outputs`)")
     launches = sorted({p.parent for p in root.rglob(SWEEP_JSON)})
-    present = {d: _read(d) for d in records.run_dirs(root)}
+    present = _read_all(root)
     families: dict[Path, dict[str, list[Path]]] = {}
     groups = []
     for launch in launches:
         family = _family(launch)
         if family not in families:
-            runs = present if root in (family, *family.parents) else {
-                d: _read(d) for d in records.run_dirs(family)}
+            runs = present if root in (family, *family.parents) else _read_all(family)
             index: dict[str, list[Path]] = {}
             for run in sorted(runs.values(), key=lambda r: r.status not in records.FINISHED):
                 if run.meta.get("config_hash"):
@@ -152,7 +158,7 @@ def survey(root: str | Path) -> list[Group]:
 
 def _plan(launch: Path) -> dict[str, Any]:
     try:
-        plan = json.loads((launch / SWEEP_JSON).read_text())
+        plan = json.loads(read_text(launch / SWEEP_JSON))
         total = plan.get("total")
         return {"total": total if isinstance(total, int) else None, "grid": plan.get("grid")}
     except (OSError, ValueError, AttributeError):

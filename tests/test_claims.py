@@ -340,7 +340,8 @@ def write_run(path, depth, seed, losses, status="complete"):
     cfg = {"seed": seed, "model": {"name": "mlp", "depth": depth}, "optim": {"lr": 0.1},
            "dataset": {"name": "toy"}, "sweep": {"name": "toy"}}
     (path / records.CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    records.write_json(path / records.RUN_JSON, {"status": status, "config_hash": str(path), "seed": seed})
+    records.write_json(path / records.RUN_JSON, {"status": status, "config_hash": records.config_hash(cfg),
+                                                 "seed": seed})
     epochs = range(len(losses))
     records.write_csv(path / records.METRICS, pd.DataFrame({
         "epoch": epochs, "step": [10 * e for e in epochs], "train_loss": losses,

@@ -27,7 +27,7 @@ def write_run(run_dir: Path, state: str, depth: int = 2, seed: int = 0, error_tx
     run_dir.mkdir(parents=True)
     cfg = OmegaConf.create({"seed": seed, "model": {"name": "mlp", "depth": depth}, "optim": {"lr": 0.1}})
     (run_dir / records.CONFIG).write_text(OmegaConf.to_yaml(cfg))
-    records.write_json(run_dir / records.RUN_JSON, {"status": state, "config_hash": f"h{depth}-{seed}",
+    records.write_json(run_dir / records.RUN_JSON, {"status": state, "config_hash": records.config_hash(cfg),
                                                     **meta})
     records.write_csv(run_dir / records.METRICS, pd.DataFrame(
         {"epoch": [0, 1], "train_loss": [2.0, 1.0], "min_cos": [0.1, -0.1]}))

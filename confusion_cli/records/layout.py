@@ -42,3 +42,8 @@ def samples_path(run_dir: str | os.PathLike, epoch: float, step: int | None = No
 
 def claim_path(root: str | os.PathLike, cfg_hash: str) -> Path:
     return Path(root) / CLAIMS / f"{cfg_hash}.lock"
+
+
+def run_folder(root: str | os.PathLike, launch_id: str) -> Path:
+    """The folder of the single run launched as ``launch_id`` (Hydra's ``hydra.run.dir``)."""
+    return Path(root) / "runs" / launch_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from .layout import LOCK
@@ -21,13 +22,16 @@ def run_is_live(run_dir: str | os.PathLike) -> bool:
     """True while a process holds the run lock of ``run_dir``.
 
     Probed with a shared, non-blocking ``flock`` released at once, on the lock file opened
-    read-only (never created, never through a link): a reader changes nothing on disk. No lock
-    file, or a filesystem without ``flock``, reads as no live process."""
+    read-only (never created, never through a link, never blocking on a FIFO): a reader changes
+    nothing on disk. No lock file, one that is not a regular file, or a filesystem without
+    ``flock``, reads as no live process."""
     try:
-        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True

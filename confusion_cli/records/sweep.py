@@ -1,27 +1,95 @@
-"""A sweep's bookkeeping beside its jobs: the plan (``sweep.json``) and ``finished.log``."""
+"""A sweep's bookkeeping beside its jobs: the plan (``sweep.json``: total, grid and the overrides
+that say what it computes) and ``finished.log``; and the check that a launch folder belongs to
+one sweep."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
-from .layout import FINISHED_LOG, SWEEP_JSON
+from ..errors import ConfusionError
+from .layout import CLAIMS, FINISHED_LOG, SWEEP_JSON
+from .safe import check_dirs, make_dir, read_text
 from .writer import append_line, write_json
 
 
-def write_plan(sweep_dir: Path, total: int, grid: dict[str, int]) -> None:
-    """Record how many runs the sweep has, and its grid: {parameter: number of values}."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    write_json(sweep_dir / SWEEP_JSON, {"total": total, "grid": grid})
+def write_plan(sweep_dir: Path, total: int, grid: dict[str, int], overrides: list[str] | None = None,
+               root: Path | None = None) -> None:
+    """Record how many runs the sweep has, its grid ({parameter: number of values}) and, when
+    given, the overrides that say what it computes (``launch.config_overrides``: a relaunch
+    into the same folder must give the same). The folder is made below ``root`` (the records
+    root) without following links."""
+    make_dir(sweep_dir, root)
+    plan: dict[str, Any] = {"total": total, "grid": grid}
+    if overrides is not None:
+        plan["overrides"] = overrides
+    write_json(sweep_dir / SWEEP_JSON, plan)
+
+
+# overrides that say where or how a sweep runs, not what it computes: a relaunch may change them
+WHERE_KEYS = ("launch_id", "records_root", "data_dir", "progress", "device", "threads",
+              "memory_budget_gib", "logger")
+
+
+def plan_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a sweep's command line that say what it computes, sorted: those of
+    ``WHERE_KEYS`` and Hydra's own (``hydra.*``, ``hydra/launcher=...``) left out."""
+    def key(text: str) -> str:
+        return text.split("=", 1)[0].lstrip("+~")
+
+    return sorted(o for o in overrides if key(o) not in WHERE_KEYS and not key(o).startswith("hydra"))
+
+
+def check_sweep_folder(root: Path, sweep_dir: Path, total: int, grid: dict[str, int],
+                       overrides: list[str]) -> None:
+    """Before a sweep is launched into ``sweep_dir`` (``sweeps/NAME/LAUNCH_ID``) and anything is
+    written there: one line (a ConfusionError) when the folder already holds a sweep launched
+    with other overrides (``plan_overrides``; for a sweep.json from before they were kept, another
+    total or grid), when its sweep.json cannot be read, or when the folder, a folder above it
+    below ``root``, a job's ``.hydra`` or ``.claims`` is a link or a file. The same sweep
+    relaunched into its own folder passes: its jobs resume or skip their runs."""
+    check_dirs(sweep_dir, root)
+    check_dirs(Path(root) / CLAIMS, root)
+    if os.path.isdir(sweep_dir) and not os.path.islink(sweep_dir):
+        for job in os.listdir(sweep_dir):
+            if job.isdigit():
+                check_dirs(sweep_dir / job / ".hydra", root)
+    if not os.path.lexists(sweep_dir / SWEEP_JSON):
+        return
+    fix = ("give this launch a new launch_id (or leave launch_id out: a relaunch finds the runs "
+           "already done by their config)")
+    try:
+        plan = json.loads(read_text(sweep_dir / SWEEP_JSON))
+        if not isinstance(plan, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfusionError(f"{sweep_dir} already holds a sweep.json that cannot be read ({line}): "
+                             f"{fix}") from None
+    if "overrides" in plan:
+        if plan["overrides"] != overrides:
+            raise ConfusionError(f"{sweep_dir} already holds a sweep launched as "
+                                 f"`{' '.join(plan['overrides'])}`, not `{' '.join(overrides)}`: {fix}")
+    elif plan.get("total") != total or plan.get("grid") != grid:
+        raise ConfusionError(f"{sweep_dir} already holds a sweep of another plan ({plan.get('total')} "
+                             f"runs, grid {plan.get('grid')}; this one: {total} runs, grid {grid}): {fix}")
+
+
+def read_plan(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's sweep.json (read as a record file: no link, regular, capped), or {}."""
+    try:
+        plan = json.loads(read_text(sweep_dir / SWEEP_JSON))
+    except (OSError, ValueError):
+        return {}
+    return plan if isinstance(plan, dict) else {}
 
 
 def planned_grid(sweep_dir: Path) -> dict[str, int]:
     """The sweep's grid from its sweep.json ({parameter: number of values}), or {}."""
-    try:
-        grid = json.loads((sweep_dir / SWEEP_JSON).read_text())["grid"]
-        return grid if isinstance(grid, dict) else {}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+    grid = read_plan(sweep_dir).get("grid")
+    return grid if isinstance(grid, dict) else {}
 
 
 def swept_label(grid: dict[str, int], overrides: list[str]) -> str:
@@ -43,17 +111,16 @@ def swept_label(grid: dict[str, int], overrides: list[str]) -> str:
 
 def planned_total(sweep_dir: Path) -> int | str:
     """The number of runs in the sweep (from its sweep.json), or '?'."""
-    try:
-        return json.loads((sweep_dir / SWEEP_JSON).read_text())["total"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "?"
+    total = read_plan(sweep_dir).get("total")
+    return total if isinstance(total, int) else "?"
 
 
 def mark_finished(sweep_dir: Path, job: int, status: str) -> int:
     """Append ``job status`` to the sweep's finished.log; return how many jobs have finished.
 
     The log is shared by every job of the sweep, whichever process or node runs it; one short
-    O_APPEND write per job keeps the lines whole."""
+    O_APPEND write per job keeps the lines whole. It is appended to and read as a record file
+    (no link, a regular file of the current user with one hard link, at most 16 MiB)."""
     log = sweep_dir / FINISHED_LOG
     append_line(log, f"{job} {status}")
-    return len(log.read_text().splitlines())
+    return len(read_text(log).splitlines())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -20,6 +21,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from .layout import CHECKPOINT, CONFIG, METRICS, RUN_JSON, RUN_LOG, SAMPLES, samples_path
+from .safe import make_dir, open_append
 
 if TYPE_CHECKING:
     import torch
@@ -52,11 +54,25 @@ def atomic_write(path: Path, write, binary: bool = False) -> None:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append one line to ``path`` (created if missing, never through a link): a single short
-    O_APPEND write, so lines from concurrent writers stay whole."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    """Append one line to ``path`` (created if missing): a single short O_APPEND write, so lines
+    from concurrent writers stay whole. Never through a link, never to a FIFO, a device, another
+    user's file or a hard-linked one (``safe.open_append``: an UnsafeRecord, one line)."""
+    fd = open_append(path)
     with os.fdopen(fd, "a") as f:
         f.write(f"{line}\n")
+
+
+def remove(path: Path) -> None:
+    """Remove whatever is at ``path``: a folder with what it holds, or a file or a link (the link
+    itself, never what it points to)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -120,9 +136,10 @@ class RunRecorder:
         self.rows: list[dict[str, float]] = list(resume_rows or [])
         metrics = run_dir / METRICS
         if resume_rows is None:  # a new run, or a restart of one that died before its first checkpoint
-            metrics.unlink(missing_ok=True)
-            shutil.rmtree(run_dir / SAMPLES, ignore_errors=True)
-        (run_dir / SAMPLES).mkdir(exist_ok=True)
+            remove(metrics)
+            remove(run_dir / SAMPLES)  # a link or a file planted at its name too, never followed
+        make_dir(run_dir / SAMPLES, run_dir)  # a link there (on a resume) is refused in one line
+        os.close(open_append(run_dir / RUN_LOG))  # a run.log that cannot be appended to: one line now
         write_config(run_dir, cfg)
 
     def say(self, prefix: str, line: str, err: bool = False) -> None:
