@@ -56,6 +56,17 @@ def cells(row: pd.Series) -> list[str]:
     return out
 
 
+def shown(source: Path) -> str:
+    """A claim file as a reader can find it: inside the package as ``confusion_cli/...``,
+    elsewhere relative to the working directory when below it, else as given."""
+    source = Path(source).resolve()
+    package = Path(__file__).resolve().parent.parent
+    for base, prefix in ((package, "confusion_cli/"), (Path.cwd().resolve(), "")):
+        if source.is_relative_to(base):
+            return prefix + source.relative_to(base).as_posix()
+    return str(source)
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """The rows of ``decide`` as one markdown table (the columns of ``TABLE``)."""
     lines = ["| " + " | ".join(header for header, _ in TABLE) + " |", "|" + "---|" * len(TABLE)]
@@ -74,7 +85,7 @@ def markdown(table: pd.DataFrame, claims: Sequence[Claim], runs: Sequence[str | 
         status = "" if claim.name in decided else f" No records for sweep {claim.sweep}."
         statement, declared = claim.statement.rstrip("."), claim.declared.rstrip(".")
         lines.append(f"- **{claim.name}** ({claim.paper}; sweep {claim.sweep}, lr {claim.lr}; "
-                     f"{claim.source}): {statement}. Declared: {declared}.{status}")
+                     f"{shown(claim.source)}): {statement}. Declared: {declared}.{status}")
     return "\n".join(lines) + "\n"
 
 
