@@ -169,7 +169,8 @@ def test_example_pairs_is_the_naive_gram_of_a_fixed_subset(model):
         assert first[f"ex_{key}"] == pytest.approx(expected[key], rel=1e-4, abs=1e-5)
 
 
-@pytest.mark.parametrize("setting, message", [("examples=1", "at least 2"), ("subset_seed=-1", "non-negative"),
+@pytest.mark.parametrize("setting, message", [("examples=1", "at least 2"),
+                                              ("subset_seed=-1", "non-negative"),
                                               ("examples=999", "larger than the training set")])
 def test_example_pairs_bad_settings_are_one_line(setting, message):
     cfg = config.run_config(["extra_probes=[example_pairs]", f"extra_probes.example_pairs.{setting}"])
