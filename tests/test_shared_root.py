@@ -379,6 +379,22 @@ def test_folders_planted_as_links_are_refused_before_anything_is_written(workdir
         records.make_dir(root / ".claims" / "x", root)
 
 
+def test_hydra_files_planted_as_links_are_refused_before_hydra_writes_them(workdir, capsys):
+    outside = workdir / "outside.yaml"
+    outside.write_text("mine\n")
+    folder = workdir / "outputs" / "runs" / "h1"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").symlink_to(outside)
+    assert cli.main(["run", *TINY, "launch_id=h1"]) == 2
+    assert "overrides.yaml is a symbolic link" in capsys.readouterr().err
+    sweep_dir = workdir / "outputs" / "sweeps" / "single" / "h2"
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "multirun.yaml").symlink_to(outside)
+    assert cli.main(["run", *TINY, "launch_id=h2", "seed=0,1"]) == 2
+    assert "multirun.yaml is a symbolic link" in capsys.readouterr().err
+    assert outside.read_text() == "mine\n"
+
+
 def test_a_samples_link_is_removed_on_a_restart_and_refused_on_a_resume(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

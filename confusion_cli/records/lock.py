@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import ConfusionError
 from .layout import CHECKPOINT, CLAIMS, CONFIG, FINISHED, LOCK, RUN_JSON, SAMPLES, claim_path
 from .reader import distrust, find_runs, one_line, read_config
-from .safe import CAPS, check_dirs, make_dir, open_file, read_text
+from .safe import CAPS, HYDRA_FILES, check_dirs, check_files, make_dir, open_file, read_text
 
 LOCK_TIMEOUT_S = 30.0  # the longest a launch waits for a lock another process holds
 
@@ -248,11 +248,12 @@ def check_new_dir(root: Path, new_dir: Path, cfg_hash: str) -> None:
 def check_run_folder(root: Path, folder: Path, cfg_hash: str) -> None:
     """Before a single run of ``cfg_hash`` is launched into ``folder`` (``runs/LAUNCH_ID``), and
     before Hydra writes anything there: one line (a ConfusionError) when the folder holds the
-    record of another config or one that cannot be trusted, or when it, its ``.hydra``, its
-    ``samples`` or ``.claims`` is a link or a file. Its own record passes: the run resumes it,
-    or skips it if it is finished."""
+    record of another config or one that cannot be trusted; when it, its ``.hydra``, its
+    ``samples`` or ``.claims`` is a link or a file; or when a file Hydra writes in ``.hydra`` is
+    a link. Its own record passes: the run resumes it, or skips it if it is finished."""
     for path in (folder / ".hydra", folder / SAMPLES, Path(root) / CLAIMS):
         check_dirs(path, root)
+    check_files(folder, HYDRA_FILES)  # Hydra writes them by name, following a link
     if os.path.lexists(folder / RUN_JSON) and distrust(root, folder, cfg_hash) is None:
         return
     check_new_dir(root, folder, cfg_hash)

@@ -168,3 +168,20 @@ def check_dirs(path: str | os.PathLike, under: str | os.PathLike) -> None:
             return
         if not stat.S_ISDIR(mode):
             raise UnsafeRecord(f"{current} is {kind(mode)}, not a folder: refusing to use it")
+
+
+HYDRA_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml")
+
+
+def check_files(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
+    """Refuse ``folder`` when one of the files ``names`` in it exists and is not a regular file (a
+    symbolic link, a FIFO): a writer that opens them by name, as Hydra does, would follow it."""
+    for name in names:
+        path = Path(folder) / name
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not stat.S_ISREG(mode):
+            raise UnsafeRecord(f"{path} is {kind(mode)}, not a regular file: refusing to write "
+                               "over it")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfusionError
 from .layout import CLAIMS, FINISHED_LOG, SWEEP_JSON
-from .safe import check_dirs, make_dir, read_text
+from .safe import HYDRA_FILES, check_dirs, check_files, make_dir, read_text
 from .writer import append_line, write_json
 
 
@@ -48,14 +48,17 @@ def check_sweep_folder(root: Path, sweep_dir: Path, total: int, grid: dict[str, 
     written there: one line (a ConfusionError) when the folder already holds a sweep launched
     with other overrides (``plan_overrides``; for a sweep.json from before they were kept, another
     total or grid), when its sweep.json cannot be read, or when the folder, a folder above it
-    below ``root``, a job's ``.hydra`` or ``.claims`` is a link or a file. The same sweep
+    below ``root``, a job's ``.hydra`` or ``.claims`` is a link or a file, or a file Hydra writes
+    there (``multirun.yaml``, a job's ``.hydra/*.yaml``) is a link. The same sweep
     relaunched into its own folder passes: its jobs resume or skip their runs."""
     check_dirs(sweep_dir, root)
     check_dirs(Path(root) / CLAIMS, root)
+    check_files(sweep_dir, ("multirun.yaml",))  # Hydra writes it by name, following a link
     if os.path.isdir(sweep_dir) and not os.path.islink(sweep_dir):
         for job in os.listdir(sweep_dir):
             if job.isdigit():
                 check_dirs(sweep_dir / job / ".hydra", root)
+                check_files(sweep_dir / job, HYDRA_FILES)
     if not os.path.lexists(sweep_dir / SWEEP_JSON):
         return
     fix = ("give this launch a new launch_id (or leave launch_id out: a relaunch finds the runs "
