@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFUSION := $(BIN)/confusion
 OUT ?= outputs
 
-.PHONY: install test lint demo figures bench gpu-check paper-depth paper-width paper-bn-skip clean
+.PHONY: install test lint demo figures claims bench gpu-check paper-depth paper-width paper-bn-skip clean
 
 install:  ## virtual environment with the package (editable) and the test tools
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ figures:  ## smoke versions of every sweep, then every figure the records suppor
 	for s in linreg init_depth init_width init_linear lowrank gd_vs_sgd hessian_width; do \
 		$(CONFUSION) run +sweep=$$s scale=smoke records_root=$(OUT)/figures || exit 1; done
 	$(CONFUSION) plot $(OUT)/figures
+
+claims:  ## every shipped claim decided from the committed records (docs/records) -> docs/claims/
+	$(CONFUSION) claims docs/records --out docs/claims
 
 bench:  ## speed and memory ratios against baselines timed in the same run
 	$(BIN)/python -m confusion_cli.bench --out $(OUT)/bench
