@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf.errors import InterpolationKeyError
 
-from .errors import ConfusionError, is_count
+from .errors import ConfusionError, is_count, is_number
 
 GROUPS = ("dataset", "model", "optim", "probe", "extra_probes", "scale", "sweep")
 
@@ -66,6 +66,7 @@ def compose(overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    check_syntax(overrides)
     plain = [o for o in overrides if not is_sweep_override(o)]
     if any(o.startswith("+") and o.split("=", 1)[0].lstrip("+") not in GROUPS for o in overrides):
         _check_keys(overrides, hydra_compose, initialize_config_module)  # Hydra would add the key
@@ -77,6 +78,42 @@ def compose(overrides: list[str]):
         raise ConfusionError(_explain_hydra_error(exc, overrides)) from None
     except OmegaConfBaseException as exc:
         raise ConfusionError(f"bad override: {str(exc).splitlines()[0]}") from None
+
+
+def check_syntax(overrides: list[str]) -> None:
+    """Each override parses as Hydra's grammar reads it, or one line saying how to write it: no
+    control character (a newline), a key and an '=' (``optim`` alone, ``=5``), one value
+    (``optim.lr=0.1=2``), a non-ASCII character only inside quotes (Hydra's grammar; launch_id
+    and sweep.name are ASCII names in any case), no ``~KEY`` deleting a value every run reads."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ConfusionError(f"override {text!r} contains a control character (a newline?): "
+                                 "write one KEY=VALUE per argument")
+        key = text.lstrip("+~").split("=", 1)[0]
+        if "=" not in text and not text.startswith("~"):
+            raise ConfusionError(f"override {text!r} has no '=': write KEY=VALUE, or GROUP=OPTION "
+                                 "to choose a config (e.g. optim=sgd)")
+        if not key:
+            raise ConfusionError(f"override {text!r} has no key: write KEY=VALUE")
+        try:
+            parser.parse_overrides([text])
+        except OverrideParseException as exc:
+            if any(ord(c) > 127 for c in text):
+                raise ConfusionError(f"override {text!r} does not parse: a non-ASCII character "
+                                     "must be inside quotes (key='value'); launch_id and sweep.name "
+                                     "take ASCII letters, digits, '.', '_', '-'") from None
+            lines = [line for line in str(exc).splitlines() if line.strip() and "hydra.cc" not in line]
+            reason = lines[-1].strip() if lines else "Hydra's override grammar"
+            raise ConfusionError(f"override {text!r} does not parse ({reason}): write KEY=VALUE with "
+                                 "one value (quote a value holding '=', brackets or spaces: "
+                                 "key='...'; a sweep: key=v1,v2)") from None
+        if text.startswith("~") and key not in GROUPS:
+            raise ConfusionError(f"override {text!r} deletes a value every run reads: set it "
+                                 f"instead ({key}=VALUE)")
 
 
 def _config_keys(node: object, prefix: str = "") -> set[str]:
@@ -174,18 +211,50 @@ def check_job(cfg, memo: dict) -> None:
             memo[key] = check(*nodes)
         return memo[key]
 
+    _check_resolves(cfg)
+    _check_flags(cfg)
     once("model", models.validate, cfg.model)
     train_size = once("dataset", data.validate, cfg.dataset, cfg.data_dir)
     once("optim", check_optim, cfg.optim)
     once("probes", probes.check, cfg.probe, cfg.get("extra_probes"), train_size)
     once("device", check_device, str(cfg.device))
     once("logger", tracker.check, cfg.get("logger", "none"))
-    _check_run_options(cfg)
+    _check_run_options(cfg)  # memory_budget_gib among them, before the estimate reads it
     once("memory", lambda *_: check_memory(cfg), cfg.dataset, cfg.model, cfg.probe,
          cfg.get("extra_probes"), cfg.get("memory_budget_gib", 8))
 
 
 GIB = 1 << 30
+SEED_LIMIT = 1 << 63  # torch.manual_seed takes a seed in [0, 2^63)
+
+# The keys that are booleans: true or false only (YAML's 'no', 'off', 1 or a string would be
+# taken as truthy or falsy by the code that reads them).
+FLAGS = ("model.batch_norm", "model.skip", "model.bias", "optim.full_batch", "probe.at_init",
+         "probe.augment", "dataset.augment", "progress", "tf32", "channels_last", "deterministic",
+         "compile")
+
+
+def _check_resolves(cfg) -> None:
+    """Every interpolation of the config resolves (``optim.lr=${nosuch}`` is one line)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        where = getattr(exc, "full_key", None)
+        raise ConfusionError(f"{where or 'a value'} does not resolve: "
+                             f"{str(exc).splitlines()[0]}") from None
+
+
+def _check_flags(cfg) -> None:
+    """The boolean keys (``FLAGS``) hold true or false, nothing else."""
+    from omegaconf import OmegaConf
+
+    for key in FLAGS:
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            raise ConfusionError(f"{key} must be true or false, got {value!r} (use true/false)")
 
 
 def check_memory(cfg) -> None:
@@ -214,8 +283,14 @@ def check_memory(cfg) -> None:
 
 def _check_run_options(cfg) -> None:
     """The run's own options, outside the groups: seed, threads, evaluation chunk, names."""
-    if not is_count(cfg.seed, minimum=0):
-        raise ConfusionError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    if not (is_count(cfg.seed, minimum=0) and cfg.seed < SEED_LIMIT):
+        raise ConfusionError(f"seed must be a non-negative integer below 2^63, got {cfg.seed!r}")
+    budget = cfg.get("memory_budget_gib", 8)
+    if not (is_number(budget) and math.isfinite(budget) and budget > 0):
+        raise ConfusionError(f"memory_budget_gib must be a positive number of GiB, got {budget!r}")
+    for key in ("records_root", "data_dir"):
+        if not isinstance(cfg.get(key), str) or not cfg.get(key).strip():
+            raise ConfusionError(f"{key} must be a folder path, got {cfg.get(key)!r}")
     if not is_count(cfg.threads, allow_none=True):
         raise ConfusionError(f"threads must be a positive integer or null (torch's default), "
                              f"got {cfg.threads!r}")
@@ -324,11 +399,11 @@ def job_configs(cfg, overrides: list[str], jobs: list[list[str]]) -> Iterator[tu
 
     parser = OverridesParser.create()
     fixed = [o for o in overrides if not is_sweep_override(o)]  # in cfg already
-    fixed_keys = {o.split("=", 1)[0] for o in fixed}
+    fixed_set = set(fixed)  # a key both fixed and swept takes the sweep's values (Hydra's last wins)
     parsed: dict[str, Any] = {}
     bases = {(): (copy.deepcopy(cfg), OmegaConf.to_container(cfg, resolve=False))}
     for num, job in enumerate(jobs):
-        swept = [o for o in job if o.split("=", 1)[0] not in fixed_keys]
+        swept = [o for o in job if o not in fixed_set]
         for text in swept:
             if text not in parsed:
                 parsed[text] = parser.parse_overrides([text])[0]

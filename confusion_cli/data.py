@@ -24,7 +24,7 @@ import torch
 import torchvision.datasets as tvd
 from omegaconf import OmegaConf
 
-from .errors import DataError
+from .errors import DataError, is_count
 from .records.writer import fsync_directory
 
 ASSETS = Path(__file__).parent / "assets"
@@ -308,6 +308,14 @@ INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 
 def sizes(cfg: Any) -> tuple[int, int, tuple[int, ...]]:
     """(training examples, test examples, shape of one input) of the dataset config, without
     loading anything."""
+    full, shape = _full_sizes(cfg)
+    train, test = (n if (size := _opt(cfg, key, None)) is None else min(int(size), n)
+                   for n, key in zip(full, ("train_size", "test_size")))
+    return train, test, shape
+
+
+def _full_sizes(cfg: Any) -> tuple[tuple[int, int], tuple[int, ...]]:
+    """((training, test) examples before any subset, the shape of one input), without loading."""
     name = str(_opt(cfg, "name", "digits"))
     spec = DATASETS[name]
     if spec.source == "synthetic" and name not in INPUT_SHAPES:
@@ -318,15 +326,29 @@ def sizes(cfg: Any) -> tuple[int, int, tuple[int, ...]]:
         shape = INPUT_SHAPES[name]
     else:
         full, shape = spec.sizes, INPUT_SHAPES[name]
-    train, test = (n if (size := _opt(cfg, key, None)) is None else min(int(size), n)
-                   for n, key in zip(full, ("train_size", "test_size")))
-    return train, test, shape
+    return full, shape
+
+
+SYNTHETIC_MAX = 10_000_000  # examples or input dimensions of a generated dataset
 
 
 def validate(cfg: Any, data_dir: str | os.PathLike) -> int:
-    """Check the dataset config before a run (a known name, files on disk) and return the number
-    of training examples the run will have, without loading them."""
-    _spec(str(_opt(cfg, "name", "digits")))
+    """Check the dataset config before a run (a known name, integer sizes within what the dataset
+    has, files on disk) and return the number of training examples the run will have, without
+    loading them."""
+    name = str(_opt(cfg, "name", "digits"))
+    spec = _spec(name)
+    if spec.source == "synthetic":
+        for key, least in (("n_train", 1), ("n_test", 0), ("dim", 1), ("num_classes", 2)):
+            value = _opt(cfg, key, None)
+            if value is not None and not (is_count(value, minimum=least) and value <= SYNTHETIC_MAX):
+                raise DataError(f"dataset.{key} must be an integer in [{least}, {SYNTHETIC_MAX}], "
+                                f"got {value!r}")
+    for n, key, least in zip(_full_sizes(cfg)[0], ("train_size", "test_size"), (1, 0)):
+        size = _opt(cfg, key, None)
+        if size is not None and not (is_count(size, minimum=least) and size <= n):
+            raise DataError(f"dataset.{key} must be an integer in [{least}, {n}] ({name} has {n}) "
+                            f"or null for all, got {size!r}")
     ensure_available(cfg, data_dir)
     return sizes(cfg)[0]
 

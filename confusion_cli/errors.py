@@ -14,3 +14,8 @@ def is_count(value: object, minimum: int = 1, allow_none: bool = False) -> bool:
     if value is None:
         return allow_none
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def is_number(value: object) -> bool:
+    """Whether a config value is an int or a float (a bool is not a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfusionError
+from .errors import ConfusionError, is_count, is_number
 
 ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], float]] = {
     # name -> (module factory, kappa of the paper's Gaussian init)
@@ -156,6 +156,12 @@ class CNN(nn.Module):
 MODELS = ("mlp", "cnn", "linear", "linreg")
 
 
+# Bounds checked before anything is built: a wider or deeper net than this is a typo here
+# (the paper's widest is 2048, its deepest 64), and the memory estimate builds the model's shapes.
+WIDTH_MAX = 65536
+DEPTH_MAX = 1000
+
+
 def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
     """Raise ConfusionError (one line, with the fix) for an impossible model config."""
     name = _get(cfg, "name")
@@ -164,10 +170,14 @@ def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
                              "(model=NAME)")
     depth, width = _get(cfg, "depth", 1), _get(cfg, "width", 1)
     if name != "linreg":
-        if not isinstance(width, int) or width < 1:
-            raise ConfusionError(f"model.width must be a positive integer, got {width}")
-        if not isinstance(depth, int) or depth < (1 if name == "linear" else 0):
-            raise ConfusionError(f"model.depth must be a non-negative integer, got {depth}")
+        if not (is_count(width) and width <= WIDTH_MAX):
+            raise ConfusionError(f"model.width must be a positive integer (at most {WIDTH_MAX}), "
+                                 f"got {width!r}")
+        least = 1 if name == "linear" else 0
+        if not (is_count(depth, minimum=least) and depth <= DEPTH_MAX):
+            kind = "positive" if least else "non-negative"
+            raise ConfusionError(f"model.depth must be a {kind} integer (at most {DEPTH_MAX}), "
+                                 f"got {depth!r}")
     if name == "mlp" and (_get(cfg, "batch_norm", False) or _get(cfg, "skip", False)) and depth < 1:
         raise ConfusionError("model.batch_norm / model.skip need model.depth >= 1 hidden layers, "
                              f"got {depth}")
@@ -185,6 +195,9 @@ def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
     init = _get(cfg, "init", "gaussian")
     if init not in INITS:
         raise ConfusionError(f"unknown model.init '{init}': choose one of {', '.join(INITS)}")
+    gain = _get(cfg, "init_gain", 1.0)
+    if not (is_number(gain) and math.isfinite(gain) and gain > 0):
+        raise ConfusionError(f"model.init_gain must be a finite positive number, got {gain!r}")
 
 
 def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

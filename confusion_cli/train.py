@@ -28,12 +28,13 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from omegaconf import ListConfig
 from torch import nn
 
 from . import probes
 from .backend import exact_matmul
 from .data import Data, augment_batch
-from .errors import ConfusionError, is_count
+from .errors import ConfusionError, is_count, is_number
 from .models import build_model
 
 PROBE_SEED_OFFSET = 1_000_003  # the probe's generator is seeded with seed + this
@@ -51,21 +52,34 @@ def loss_for(task: str):
 UPDATES = ("auto", "hooks", "step", "fused")
 
 
+LR_MAX = 1e3  # a larger step diverges at once for every model here; checked before anything runs
+EPOCHS_MAX = 1_000_000
+COUNT_MAX = 1 << 31  # batch sizes and step counts: beyond this no tensor of the run fits anyway
+
+
 def check_optim(optim: Any) -> None:
     """A one-line ConfusionError for an optimizer setting SGD cannot run with."""
-    if not (isinstance(optim.lr, (int, float)) and math.isfinite(optim.lr) and optim.lr > 0):
-        raise ConfusionError(f"optim.lr must be a positive number, got {optim.lr}")
-    for key in ("batch_size", "epochs"):
-        if not isinstance(optim[key], int) or optim[key] < (1 if key == "batch_size" else 0):
-            raise ConfusionError(f"optim.{key} must be a positive integer, got {optim[key]}")
-    for key in ("momentum", "weight_decay"):
-        if not (isinstance(optim[key], (int, float)) and optim[key] >= 0):
-            raise ConfusionError(f"optim.{key} must be a number >= 0, got {optim[key]!r}")
-    if not (isinstance(optim.gamma, (int, float)) and optim.gamma > 0):
-        raise ConfusionError(f"optim.gamma must be a positive number, got {optim.gamma!r}")
-    if not all(is_count(m) for m in optim.milestones or []):
+    if not (is_number(optim.lr) and math.isfinite(optim.lr) and 0 < optim.lr <= LR_MAX):
+        raise ConfusionError(f"optim.lr must be a positive number, got {optim.lr} (finite, at "
+                             f"most {LR_MAX:g}; true/false are not numbers)")
+    for key, minimum, limit in (("batch_size", 1, COUNT_MAX), ("epochs", 0, EPOCHS_MAX)):
+        if not (is_count(optim[key], minimum=minimum) and optim[key] <= limit):
+            kind = "positive" if minimum else "non-negative"
+            raise ConfusionError(f"optim.{key} must be a {kind} integer (at most {limit}), "
+                                 f"got {optim[key]!r}")
+    for key, below in (("momentum", 1), ("weight_decay", math.inf)):
+        if not (is_number(optim[key]) and math.isfinite(optim[key]) and 0 <= optim[key] < below):
+            bound = "and < 1" if below == 1 else "and finite"
+            raise ConfusionError(f"optim.{key} must be a number >= 0 {bound}, got {optim[key]!r}")
+    if not (is_number(optim.gamma) and math.isfinite(optim.gamma) and optim.gamma > 0):
+        raise ConfusionError(f"optim.gamma must be a finite positive number, got {optim.gamma!r}")
+    milestones = optim.milestones
+    if milestones is None:
+        milestones = []
+    if not (isinstance(milestones, (list, ListConfig)) and all(is_count(m) for m in milestones)):
+        shown = list(milestones) if isinstance(milestones, ListConfig) else milestones
         raise ConfusionError(f"optim.milestones must be a list of positive epoch numbers, got "
-                             f"{list(optim.milestones)!r}")
+                             f"{shown!r} (e.g. optim.milestones=[80,160])")
     update = optim.get("update", "auto")
     if update not in UPDATES:
         raise ConfusionError(f"unknown optim.update '{update}': choose {', '.join(UPDATES)}")
@@ -73,7 +87,7 @@ def check_optim(optim: Any) -> None:
         raise ConfusionError("optim.update=hooks applies plain SGD only: with momentum or weight "
                              "decay use optim.update=step or fused")
     steps = optim.get("max_steps")
-    if not is_count(steps, minimum=0, allow_none=True):
+    if not (is_count(steps, minimum=0, allow_none=True) and (steps is None or steps <= COUNT_MAX)):
         raise ConfusionError(f"optim.max_steps must be a non-negative integer or null, got {steps!r}")
 
 

@@ -50,12 +50,12 @@ def test_same_config_and_seed_give_the_same_records(tmp_path):
 
 
 def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
-    done = run_cli(["run", "optim.lr=1e6,0.05", "optim.epochs=3", "probe.pairs=2"], tmp_path)
+    done = run_cli(["run", "optim.lr=1e3,0.05", "optim.epochs=3", "probe.pairs=2"], tmp_path)
     assert done.returncode == 0, done.stderr
     frame = records.load(tmp_path / "outputs")
     status = frame.groupby("optim.lr")["status"].first().to_dict()
-    assert status == {1e6: "diverged", 0.05: "complete"}
-    diverged = frame[frame["optim.lr"] == 1e6]
+    assert status == {1e3: "diverged", 0.05: "complete"}
+    diverged = frame[frame["optim.lr"] == 1e3]
     assert diverged["epoch"].max() < 3  # stopped at the epoch it diverged
 
 

@@ -14,7 +14,8 @@ def test_a_sweep_with_a_bad_value_is_one_line_and_writes_nothing(tmp_path):
     done = run_cli(["run", "optim.lr=-1,0.05"], tmp_path)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stderr.strip().splitlines() == [
-        "error: job 0 (optim.lr=-1): optim.lr must be a positive number, got -1"]
+        "error: job 0 (optim.lr=-1): optim.lr must be a positive number, got -1 (finite, at most "
+        "1000; true/false are not numbers)"]
     assert "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "outputs").exists()  # no records_root, no sweep folder
 
