@@ -4,6 +4,7 @@ pass per example, mini-batch statistics against a plain loop, statistics against
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -433,3 +434,15 @@ def test_fast_gram_matches_naive_loop_on_project_models(name):
     assert hooked_pass(model, loss_fn, x, y) is not None, "the per-layer fast path must apply"
     assert_close(probes.per_example_gram(model, loss_fn, x, y, chunk_size=2),
                  probes.naive_per_example_gram(model, loss_fn, x, y))
+
+
+def test_eta_is_zero_when_every_pair_is_aligned_and_minus_the_min_inner_otherwise():
+    from confusion_cli.probes.stats import eta
+    aligned = torch.tensor([[4.0, 1.0, 2.0], [1.0, 3.0, 0.5], [2.0, 0.5, 5.0]])  # every <g_i, g_j> > 0
+    stats = probes.gram_pair_statistics(aligned)
+    assert stats["min_inner"] == 0.5 and eta(stats["min_inner"]) == 0.0
+    opposed = aligned.clone()
+    opposed[0, 2] = opposed[2, 0] = -1.5
+    assert eta(probes.gram_pair_statistics(opposed)["min_inner"]) == 1.5
+    series = pd.Series([0.5, -1.5, float("nan")])
+    assert eta(series).iloc[:2].tolist() == [0.0, 1.5] and pd.isna(eta(series).iloc[2])
