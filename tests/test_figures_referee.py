@@ -293,3 +293,15 @@ def test_a_csv_of_a_fixed_subset_figure_holds_its_own_columns(tmp_path):
     q05 = data.query("panel == 'ex_q05_cos' and epoch == 2").set_index("model.depth")["mean"]
     assert q05.loc[22] == pytest.approx(np.mean([-0.3 + 0.2 - 0.3] * 2))
     assert pd.Series(data["panel"]).str.startswith("ex_").any()
+
+
+def test_fixed_subset_figures_name_the_bn_convention_of_per_example_gradients():
+    from confusion_cli.figures.select import bn_note, split_figures
+    frame = pd.DataFrame({"model.depth": [1, 2], "model.batch_norm": [True, True], "optim.lr": [0.1, 0.1],
+                          "probe.mode": ["minibatch_pairs"] * 2, "probe.pairs": [100, 100],
+                          "probe.batch_size": [128, 128], "probe.bn_mode": ["train", "train"],
+                          "min_cos": [0.1, 0.2], "ex_min_cos": [0.1, 0.2],
+                          "extra_probes.example_pairs.examples": [256, 256]})
+    notes = {suffix: bn_note(rows) for suffix, rows, _ in split_figures(frame, ["model.depth"])}
+    assert notes == {"_minibatch-100x128": "probe gradients: BN with batch statistics (train mode)",
+                     "_fixed-subset-256": "probe gradients: BN with running statistics (eval mode)"}

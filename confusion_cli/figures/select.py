@@ -300,7 +300,9 @@ def split_figures(frame: pd.DataFrame, keep: Sequence[str]) -> list[tuple[str, p
             if fixed:
                 extra = fixed_estimator(rows.iloc[0])
                 slug = extra.slug if len(probes) == 1 else f"{main.slug}_{extra.slug}"
-                found.append((f"{base}_{slug}", rows, extra))
+                # per-example gradients exist only with BN's running statistics: the footnote's
+                # BN convention is eval mode for this estimator, whatever the run's probe used
+                found.append((f"{base}_{slug}", rows.assign(**{"probe.bn_mode": "eval"}), extra))
     return found
 
 
