@@ -108,12 +108,21 @@ def make_trainer(overrides: list[str]) -> Trainer:
     return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
 
 
-@pytest.mark.parametrize("model", [["model.depth=2", "model.width=32"],
-                                   ["model=cnn", "model.depth=10", "model.width=1",
-                                    "model.batch_norm=true", "model.skip=true"]])
-def test_extra_probes_leave_model_grads_and_modes_unchanged(model):
+# an MLP, and a CNN with BN and skips (the per-layer fast paths of both kinds of layer)
+MODELS = [["model.depth=2", "model.width=16"],
+          ["model=cnn", "model.depth=10", "model.width=1", "model.batch_norm=true", "model.skip=true"]]
+
+
+def trained_trainer(model: list[str]) -> Trainer:
+    """make_trainer after one epoch: BN running statistics away from their initial values."""
     trainer = make_trainer(model)
-    trainer.train_epoch()  # BN running statistics away from their initial values
+    trainer.train_epoch()
+    return trainer
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_extra_probes_leave_model_grads_and_modes_unchanged(model):
+    trainer = trained_trainer(model)
     net = trainer.model
     net.train()
     for p in net.parameters():
@@ -148,12 +157,9 @@ def test_unknown_extra_probe_is_one_line_with_the_choices():
         probes.build(cfg.probe, {"nope": {}})
 
 
-@pytest.mark.parametrize("model", [["model.depth=2", "model.width=16"],
-                                   ["model=cnn", "model.depth=10", "model.width=1",
-                                    "model.batch_norm=true", "model.skip=true"]])
+@pytest.mark.parametrize("model", MODELS)
 def test_example_pairs_is_the_naive_gram_of_a_fixed_subset(model):
-    trainer = make_trainer(model)
-    trainer.train_epoch()  # BN running statistics away from their initial values
+    trainer = trained_trainer(model)
     probe = next(p for p in trainer.probes if p.name == "example_pairs")
     ctx = trainer.probe_context
     first, samples = probe.measure(ctx)
