@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFUSION := $(BIN)/confusion
 OUT ?= outputs
 
-.PHONY: install test lint demo figures claims bench gpu-check paper-depth paper-width paper-bn-skip clean
+.PHONY: install test test-fast lint demo figures claims bench gpu-check paper-depth paper-width paper-bn-skip clean
 
 install:  ## virtual environment with the package (editable) and the test tools
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install:  ## virtual environment with the package (editable) and the test tools
 test:  ## lint and the whole test suite (CPU only, no network)
 	$(BIN)/ruff check confusion_cli tests
 	$(BIN)/pytest
+
+test-fast:  ## lint and the tests not marked slow (a few minutes on 2 cores; make test runs all)
+	$(BIN)/ruff check confusion_cli tests
+	$(BIN)/pytest -m 'not slow' --strict-markers
 
 lint:
 	$(BIN)/ruff check confusion_cli tests

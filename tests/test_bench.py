@@ -15,6 +15,7 @@ from confusion_cli.bench.sweeps import probe_events, sweep_plan, sweep_seconds
 from confusion_cli.bench.training import TRAIN_SPEEDUP_GOAL, cifar_like, trainer_for
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_its_table(tmp_path, capsys):
     assert main(["--quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
     table = pd.read_csv(tmp_path / "bench_cpu.csv")

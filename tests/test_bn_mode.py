@@ -70,6 +70,7 @@ def test_records_and_weights_are_identical_with_and_without_probing():
     assert reference_state["norms.0.num_batches_tracked"].item() == 2 * 256 // 32
 
 
+@pytest.mark.slow
 def test_defaults_and_the_recorded_convention(tmp_path):
     """Mini-batch probes default to train mode, per_example to eval; run.json says which."""
     for probe, mode in (("minibatch_pairs", "train"), ("all_pairs", "train"), ("per_example", "eval")):
@@ -87,6 +88,7 @@ def test_defaults_and_the_recorded_convention(tmp_path):
                            "per_example": probes.BN_CONVENTIONS["eval"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", [
     (["probe=per_example", "probe.bn_mode=train"], "per-example gradients are not defined"),
     (["probe.bn_mode=batch"], "unknown probe.bn_mode 'batch'"),

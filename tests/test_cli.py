@@ -16,6 +16,7 @@ def test_help_lists_sweeps_datasets_models_scales(capsys):
         assert word in text
 
 
+@pytest.mark.slow
 def test_plain_run_trains_probes_and_records(tmp_path):
     done = run_cli(["run", "optim.epochs=2", "probe.pairs=3"], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -39,6 +40,7 @@ def test_plain_run_trains_probes_and_records(tmp_path):
     assert len(records.run_dirs(tmp_path / "outputs")) == 1
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_the_same_records(tmp_path):
     for name in ("a", "b"):
         done = run_cli(["run", "optim.epochs=2", "probe.pairs=2", f"records_root=outputs/{name}"],
@@ -49,6 +51,7 @@ def test_same_config_and_seed_give_the_same_records(tmp_path):
     pd.testing.assert_frame_equal(a[columns], b[columns])
 
 
+@pytest.mark.slow
 def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
     done = run_cli(["run", "optim.lr=1e3,0.05", "optim.epochs=3", "probe.pairs=2"], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -60,6 +63,7 @@ def test_diverging_lr_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 # Through a real `confusion` process: one of each kind of check, end to end.
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["run", "model=resnet"], "unknown model 'resnet'"),
     (["run", "+sweep=nope"], "unknown sweep 'nope'"),
@@ -140,6 +144,7 @@ def test_bad_run_options_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, 
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
 
 
+@pytest.mark.slow
 def test_plot_names_a_corrupt_record_and_draws_the_rest(tmp_path):
     done = run_cli(["run", "seed=0,1", "optim.epochs=1", "probe.pairs=2"], tmp_path)
     assert done.returncode == 0, done.stderr
@@ -153,6 +158,7 @@ def test_plot_names_a_corrupt_record_and_draws_the_rest(tmp_path):
     assert (tmp_path / "outputs" / "figures" / "curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_plot_skips_corrupt_samples_and_metrics_files_and_draws_the_rest(tmp_path):
     done = run_cli(["run", "seed=0,1,2", "optim.epochs=1", "probe.pairs=2"], tmp_path)
     assert done.returncode == 0, done.stderr

@@ -60,6 +60,7 @@ def test_command_line_sweeps_override_the_grid():
     assert pinned["model.width"] == 1 and pinned["optim.lr"] == 1 and "probe.pairs" not in pinned
 
 
+@pytest.mark.slow
 def test_a_pinned_grid_parameter_counts_one_run_per_value(tmp_path):
     from fakes import run_cli
 

@@ -164,6 +164,7 @@ def smoke_outputs(tmp_path_factory):
     return root, records.load(root / "outputs")
 
 
+@pytest.mark.slow
 def test_smoke_sweeps_record_eta_at_every_lr(smoke_outputs):
     _, frame = smoke_outputs
     assert set(frame["status"]) == {"complete"}
@@ -177,6 +178,7 @@ def test_smoke_sweeps_record_eta_at_every_lr(smoke_outputs):
     assert frame.loc[frame["sweep.name"] == "convergence_fmnist", "ex_min_inner"].notna().any()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SWEEPS)
 def test_smoke_sweep_plots_floor_against_lr_eta_with_the_fitted_slope(smoke_outputs, name):
     root, frame = smoke_outputs

@@ -53,6 +53,7 @@ def smoke_outputs(tmp_path_factory):
     return root, records.load(root / "outputs")
 
 
+@pytest.mark.slow
 def test_smoke_sweeps_complete_with_their_columns(smoke_outputs):
     _, frame = smoke_outputs
     assert set(frame["status"]) == {"complete"}
@@ -70,6 +71,7 @@ def test_smoke_sweeps_complete_with_their_columns(smoke_outputs):
     assert steps[True] == 2 and steps[False] > 2  # GD: one step per epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXTRA_SWEEPS)
 def test_smoke_sweep_plots_its_figure(smoke_outputs, name):
     root, _ = smoke_outputs

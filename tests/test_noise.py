@@ -149,6 +149,7 @@ def test_the_weights_measured_are_those_confusion_run_trains(monkeypatch):
     assert torch.equal(seen["generator"], fresh.probe_generator.get_state())  # seeded from seed
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report_with_the_expected_columns(tmp_path):
     done = run_cli(["noise", "dataset=digits", "model.depth=1", "model.width=8", "optim.epochs=0",
                     "--repeats", "3", "--pool-pairs", "40", "--pair-counts", "5,10",

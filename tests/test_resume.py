@@ -12,6 +12,8 @@ from fakes import run_cli, start_cli
 
 from confusion_cli import records
 
+pytestmark = pytest.mark.slow  # real sweeps in fresh processes
+
 TIMING = ["epoch_seconds", "probe_seconds"]
 # a step schedule (probes between steps too) and an LR drop at epoch 3, killed after it
 SWEEP = ["run", "seed=0,1", "optim.epochs=15", "probe.pairs=1", "model.width=128",

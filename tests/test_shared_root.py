@@ -223,6 +223,7 @@ def plant_traps(root):
     return launch
 
 
+@pytest.mark.slow
 def test_fifos_and_links_to_dev_zero_hang_no_command(tmp_path):
     root = tmp_path / "outputs"
     launch = plant_traps(root)
@@ -270,6 +271,7 @@ def hold(path, write_pid=False):
     return proc
 
 
+@pytest.mark.slow
 def test_a_claim_held_by_another_process_is_waited_on_then_one_line(workdir):
     root = workdir / "outputs"
     cfg_hash = records.config_hash(composed(TINY))

@@ -152,6 +152,7 @@ TINY = ["dataset=digits", "optim.epochs=1", "dataset.train_size=64", "dataset.te
         "optim.batch_size=16", "model.width=16", "probe.pairs=2", "probe.batch_size=16", "threads=1"]
 
 
+@pytest.mark.slow
 def test_a_sweep_names_its_swept_values_ends_with_its_table_and_reads_as_one_after_a_relaunch(tmp_path):
     done = run_cli(["run", "model.depth=1,2", *TINY], tmp_path)
     assert done.returncode == 0, done.stderr

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from confusion_cli import cli, config
 
 
+@pytest.mark.slow
 def test_a_sweep_with_a_bad_value_is_one_line_and_writes_nothing(tmp_path):
     done = run_cli(["run", "optim.lr=-1,0.05"], tmp_path)
     assert done.returncode == 2, (done.stdout, done.stderr)

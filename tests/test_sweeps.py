@@ -7,6 +7,8 @@ from omegaconf import OmegaConf
 
 from confusion_cli import config, records
 
+pytestmark = pytest.mark.slow  # real sweeps in fresh processes
+
 # sweep -> (dataset files it needs, the varying config column, its smoke values, figure stem; the
 # file adds the estimator: fig2_depth_minibatch-2x128)
 PAPER_SWEEPS = {
