@@ -4,11 +4,11 @@ exit code 2."""
 from __future__ import annotations
 
 import argparse
+import io
 import os
-import re
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from .config import GROUPS, options, prepare
@@ -70,9 +70,10 @@ def cmd_run(args: list[str]) -> int:
     overrides, flags = split_hydra_flags(args)
     if any(f in ("-sc", "--shell-completion") for f in flags):  # Hydra's tab completion
         return _hydra_main([*overrides, *flags], prog="confusion")
-    launch = prepare(overrides, flags)
-    if any(f in ("--cfg", "-c", "--info", "-i") for f in flags):  # Hydra prints, runs nothing
+    if any(f in ("--cfg", "-c", "--info", "-i") for f in flags):  # Hydra prints, runs nothing:
+        launch = prepare(overrides, flags, check_values=False)  # keys checked, values when it runs
         return _hydra_main([*launch.overrides, *flags])
+    launch = prepare(overrides, flags)
     from . import records
 
     root = Path(str(launch.cfg.records_root))
@@ -109,16 +110,16 @@ def print_sweep_end(sweep_dir: Path) -> None:
 def _hydra_main(overrides: list[str], prog: str = "confusion run") -> int:
     import hydra
 
-    from .run import task
-
     def single_run_task(cfg):
+        from confusion_cli.run import task  # torch and the rest: only once a run starts
+
         try:
             return task(cfg)
         except ConfusionError as exc:  # one line, no traceback, for single runs too
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_USER_ERROR) from None
 
-    single_run_task.__module__ = task.__module__  # Hydra finds configs/ relative to this module
+    single_run_task.__module__ = "confusion_cli.run"  # Hydra finds configs/ relative to this module
     sys.argv = [prog, *overrides]
     hydra.main(config_path="configs", config_name="config", version_base=None)(single_run_task)()
     return 0
@@ -278,23 +279,92 @@ def cmd_noise(argv: list[str]) -> int:
     return 0
 
 
-def _strip_run_from_completion_line() -> None:
-    """Hydra's completion reads the line being typed from COMP_LINE and takes every word after
-    the program's name for an override: drop the ``run`` of ``confusion run ...`` (and move
-    COMP_POINT with it) so that it completes the overrides that follow."""
-    line = os.environ.get("COMP_LINE", "")
-    match = re.match(r"(\S+)(\s+run)(\s|$)", line)
-    if match:
-        os.environ["COMP_LINE"] = line[:match.end(1)] + line[match.end(2):]
-        point = int(os.environ.get("COMP_POINT", len(line)))
-        os.environ["COMP_POINT"] = str(max(point - len(match.group(2)), match.end(1)))
+# -- tab completion -------------------------------------------------------------------------
+COMMANDS = ("run", "status", "plot", "claims", "data", "noise")
+# Each command's options as its --help lists them (tests/test_cli.py holds the two together);
+# those taking a value are followed by it, which is left to the shell (file names).
+COMMAND_FLAGS = {
+    "run": ("--help", "--cfg", "--info", "--multirun", "--config-dir"),
+    "status": ("--help", "--table"),
+    "plot": ("--help", "--out"),
+    "claims": ("--help", "--claims", "--out"),
+    "data": ("--help", "--from", "--data-dir"),
+    "noise": ("--help", "--repeats", "--out", "--target-se", "--pair-counts", "--pool-pairs",
+              "--batches", "--examples"),
+}
+FLAGS_WITH_VALUE = ("--out", "--claims", "--from", "--data-dir", "--repeats", "--target-se",
+                    "--pair-counts", "--pool-pairs", "--batches", "--examples", "--config-dir",
+                    "--cfg", "-c", "--info", "-i")
+
+
+def completions(line: str) -> list[str] | None:
+    """The words to offer where the `confusion` command line ``line`` (up to the cursor) ends:
+    the commands after `confusion`, each command's options and arguments after it; None where
+    the word is an override of `confusion run` or `confusion noise`, for Hydra's completion. An
+    empty list leaves the shell to complete file names (RUNS_DIR, --out DIR)."""
+    words = line.split()
+    typing = "" if not line or line[-1].isspace() else words.pop()
+    before = words[1:]  # the words after the program's name, the one being typed left out
+    if not before:
+        return [c for c in COMMANDS if c.startswith(typing)]
+    command, args = before[0], before[1:]
+    if command not in COMMANDS:
+        return []
+    if typing.startswith("-"):
+        return [f for f in COMMAND_FLAGS[command] if f.startswith(typing.split("=")[0])]
+    if args and args[-1] in ("--cfg", "-c"):
+        return [part for part in ("job", "hydra", "all") if part.startswith(typing)]
+    if args and args[-1] in FLAGS_WITH_VALUE:
+        return []  # the option's value: a folder, a file or a number
+    if command in ("run", "noise"):
+        return None
+    positional = [a for i, a in enumerate(args) if not a.startswith("-")
+                  and not (i and args[i - 1] in FLAGS_WITH_VALUE)]
+    if command == "data" and not positional:
+        return [name for name in options("dataset") if name.startswith(typing)]
+    return []
+
+
+def _complete() -> int:
+    """Answer the shell's completion query (``confusion -sc query=bash`` with COMP_LINE and
+    COMP_POINT set by the installed completion): the choices on stdout, never an error."""
+    try:
+        line = os.environ.get("COMP_LINE", "")
+        point = os.environ.get("COMP_POINT", "")
+        line = line[:int(point)] if point.isdigit() else line
+        choices = completions(line)
+        if choices is None:
+            choices = _hydra_completions(line)
+    except Exception:  # noqa: BLE001 - a completion offers nothing rather than an error
+        choices = []
+    print(" ".join(choices))
+    return 0
+
+
+def _hydra_completions(line: str) -> list[str]:
+    """Hydra's completion of the overrides of a `confusion run|noise ...` line. It takes every
+    word after the program's name for an override: the command's name, its flags and their
+    values are left out of the line it reads (COMP_LINE); its errors are swallowed."""
+    program, _, *args = line.split()
+    overrides = [a for i, a in enumerate(args) if not a.startswith("-")
+                 and not (i and args[i - 1] in FLAGS_WITH_VALUE)]
+    os.environ["COMP_LINE"] = " ".join([program, *overrides]) + (" " if line[-1].isspace() else "")
+    os.environ["COMP_POINT"] = str(len(os.environ["COMP_LINE"]))
+    buffer = io.StringIO()
+    try:
+        with redirect_stdout(buffer), redirect_stderr(io.StringIO()):
+            _hydra_main(["-sc", "query=bash"], prog="confusion")
+    except SystemExit:  # Hydra's way to end on an error
+        return []
+    return buffer.getvalue().split()
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-sc", "--shell-completion"):  # the installed completion's queries
-        _strip_run_from_completion_line()
-        argv = ["run", *argv]
+        if any(a.startswith("query=") for a in argv[1:]):
+            return _complete()
+        argv = ["run", *argv]  # install=bash, uninstall=bash: Hydra's
     commands = {"run": cmd_run, "status": cmd_status, "plot": cmd_plot, "claims": cmd_claims,
                 "data": cmd_data, "noise": cmd_noise}
     if not argv or argv[0] in ("-h", "--help", "help"):

@@ -495,15 +495,19 @@ def run_config(overrides: list[str]):
     return split_hydra(compose(overrides))[0]
 
 
-def prepare(overrides: list[str], flags: list[str]) -> Launch:
+def prepare(overrides: list[str], flags: list[str], check_values: bool = True) -> Launch:
     """Compose and validate the config of a `confusion run` line (``flags``: Hydra's own), with a
     launch_id unique to this launch unless one is given; for a sweep, plan it and compose and
-    validate every one of its jobs."""
+    validate every one of its jobs. ``check_values=False`` (Hydra only prints the config: --cfg,
+    --info) composes it, its keys and group options checked, and leaves the values to the run:
+    their checks build models and probes, which needs torch (seconds to import)."""
     if not any(o.startswith("launch_id=") for o in overrides):
         overrides = [*overrides, f"launch_id={datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"]
     cfg, hydra_cfg = split_hydra(compose(overrides))
     multirun = str(hydra_cfg.mode) in ("MULTIRUN", "RunMode.MULTIRUN") or any(
         f in ("-m", "--multirun") for f in flags) or any(map(is_sweep_override, overrides))
+    if not check_values:
+        return Launch(cfg, overrides, multirun, Path(str(hydra_cfg.sweep.dir)), {})
     if not multirun:
         validate(cfg)
         return Launch(cfg, overrides, False, Path(str(hydra_cfg.sweep.dir)), {})

@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from .. import backend
 from .memory import bench_memory
 from .probes import cnn_probe_group, gram_method_rows, gram_rows, mlp_probe_rows
+from .startup import startup_rows
 from .sweeps import bench_sweeps
 from .timing import Row, forget_compiled
 from .training import cnn_throughput, mlp_throughput, update_rows
@@ -49,7 +50,7 @@ def bench_mlp(device: torch.device, quick: bool) -> list[Row]:
 
 SECTIONS: list[Callable[[torch.device, bool], list[Row]]] = [
     bench_mlp, update_rows, cnn_throughput, gram_rows, gram_method_rows, bench_sweeps, bench_memory,
-    cnn_probe_group]
+    cnn_probe_group, startup_rows]
 
 
 def run_all(device: torch.device, quick: bool) -> pd.DataFrame:
