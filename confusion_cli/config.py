@@ -134,8 +134,6 @@ def _check_keys(overrides: list[str], hydra_compose, initialize_config_module) -
     """The schema check: every overridden key must exist in the config that the same group
     choices compose to (a typo such as ``optim.learning_rate=0.1``, with or without ``+``, is
     one line naming the nearest valid key). ``hydra.*`` keys are Hydra's to check."""
-    import difflib
-
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
@@ -153,17 +151,65 @@ def _check_keys(overrides: list[str], hydra_compose, initialize_config_module) -
         key = key_of(override)
         if "=" not in override or key in GROUPS or key in known or "/" in key or key.split(".")[0] == "hydra":
             continue
-        head, _, leaf = key.rpartition(".")
-        alias = ".".join(filter(None, [head, KEY_ALIASES[leaf]])) if leaf in KEY_ALIASES else ""
-        nearest = [alias] if alias in known else difflib.get_close_matches(key, sorted(known), n=1,
-                                                                           cutoff=0.5)
-        hint = f": did you mean '{nearest[0]}'?" if nearest else " (see `confusion run --cfg job`)"
-        probe = key.removeprefix("extra_probes.").split(".")[0]
-        if probe in options("extra_probes"):  # a probe's settings exist once it is chosen
-            hint = f": choose the probe with extra_probes=[{probe}] to set its settings"
-            if not key.startswith("extra_probes."):
-                hint = f": the {probe} probe's settings are extra_probes.{key}, with extra_probes=[{probe}]"
-        raise ConfusionError(f"unknown config key '{key}' in '{override}'{hint}")
+        raise ConfusionError(f"unknown config key '{key}' in '{override}'{_key_hint(key, known)}")
+
+
+def _key_hint(key: str, known: set[str]) -> str:
+    """The end of the unknown-key line: the nearest valid key, an extra probe to choose first,
+    or the keys the node takes."""
+    parts = key.split(".")
+    probe = parts[1] if parts[0] == "extra_probes" and len(parts) > 1 else parts[0]
+    if probe not in options("extra_probes"):
+        nearest = _nearest_key(key, known)
+        if nearest:
+            return f": did you mean '{nearest}'?"
+        head = key.rpartition(".")[0]
+        if head in known:
+            return f" ({head} takes {', '.join(_children(head, known))})"
+        return " (see `confusion run --cfg job`)"
+    settings = {f"extra_probes.{k}" for k in _config_keys(_extra_probe_settings(probe))}
+    full = key if parts[0] == "extra_probes" else f"extra_probes.{key}"
+    nearest = full if full in settings else _nearest_key(full, settings)
+    takes = ", ".join(_children(f"extra_probes.{probe}", settings))
+    if f"extra_probes.{probe}" in known:  # chosen
+        return f": did you mean '{nearest}'?" if nearest else f" (extra_probes.{probe} takes {takes})"
+    if nearest == full != key:  # a setting of the probe, without its extra_probes. prefix
+        return f": the {probe} probe's settings are {full}, with extra_probes=[{probe}]"
+    mean = f"did you mean '{nearest}'? " if nearest and nearest != key else ""
+    return f": {mean}choose the probe with extra_probes=[{probe}] to set its settings ({takes})"
+
+
+def _children(node: str, known: set[str]) -> list[str]:
+    """The names of the keys right under ``node`` (a dotted key of ``known``)."""
+    return sorted(k.removeprefix(f"{node}.") for k in known if k.rpartition(".")[0] == node)
+
+
+def _nearest_key(key: str, known: set[str]) -> str | None:
+    """The valid key a mistyped ``key`` most likely meant (difflib): a known alias
+    (``learning_rate`` -> ``lr``) or the closest key of the same node (``extra_probes.hessian.itres``
+    -> ``extra_probes.hessian.iters``); where that node does not exist, the closest key of the
+    same depth (``modle.depth`` -> ``model.depth``)."""
+    import difflib
+
+    head, _, leaf = key.rpartition(".")
+    if head and head not in known:
+        same_depth = sorted(k for k in known if k.count(".") == key.count("."))
+        close = difflib.get_close_matches(key, same_depth, n=1, cutoff=0.6)
+        return close[0] if close else None
+    join = (lambda name: f"{head}.{name}") if head else (lambda name: name)
+    if leaf in KEY_ALIASES and join(KEY_ALIASES[leaf]) in known:
+        return join(KEY_ALIASES[leaf])
+    close = difflib.get_close_matches(leaf, _children(head, known) if head else
+                                      sorted(k for k in known if "." not in k), n=1, cutoff=0.6)
+    return join(close[0]) if close else None
+
+
+def _extra_probe_settings(probe: str) -> dict:
+    """The settings node of an extra probe as its config file declares it ({probe: {key: value}})."""
+    import yaml
+
+    text = (resources.files("confusion_cli") / "configs" / "extra_probes" / f"{probe}.yaml").read_text()
+    return yaml.safe_load(text) or {}
 
 
 def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:

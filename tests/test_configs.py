@@ -72,3 +72,36 @@ def test_a_pinned_grid_parameter_counts_one_run_per_value(tmp_path):
 def test_schema_check_leaves_hydra_groups_and_keys_to_hydra():
     cfg = config.compose(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "+sweep=linreg", "scale=smoke"])
     assert cfg.hydra.launcher.n_jobs == 2
+
+
+# A mistyped key is one line naming the key meant, in any node, an extra probe's settings included
+@pytest.mark.parametrize("overrides, hint", [
+    (["extra_probes=[hessian]", "extra_probes.hessian.itres=3"],
+     ": did you mean 'extra_probes.hessian.iters'?"),
+    (["extra_probes=[hessian,rank]", "+extra_probes.rank.rtool=0.1"],
+     ": did you mean 'extra_probes.rank.rtol'?"),
+    (["extra_probes=[example_pairs]", "extra_probes.example_pairs.exmaples=8"],
+     ": did you mean 'extra_probes.example_pairs.examples'?"),
+    (["extra_probes=[hessian]", "hessian.iters=3"], ": did you mean 'extra_probes.hessian.iters'?"),
+    (["extra_probes=[hessian]", "extra_probes.hessian.zzz=3"],
+     " (extra_probes.hessian takes examples, iters, top_k)"),
+    (["extra_probes.hessian.itres=3"], ": did you mean 'extra_probes.hessian.iters'? choose the probe with "
+                                       "extra_probes=[hessian] to set its settings (examples, iters, top_k)"),
+    (["hessian.iters=3"],
+     ": the hessian probe's settings are extra_probes.hessian.iters, with extra_probes=[hessian]"),
+    (["optim.lrr=0.1"], ": did you mean 'optim.lr'?"),
+    (["optim.learning_rate=0.1"], ": did you mean 'optim.lr'?"),
+    (["model=cnn", "model.widht=4"], ": did you mean 'model.width'?"),
+    (["dataset.trian_size=100"], ": did you mean 'dataset.train_size'?"),
+    (["+sweep=linreg", "scale=smoke", "sweep.nmae=x"], ": did you mean 'sweep.name'?"),
+    (["modle.batch_norm=true"], ": did you mean 'model.batch_norm'?"),
+    (["sede=1"], ": did you mean 'seed'?"),
+    (["optim.qqqq=1"], " (optim takes batch_size, epochs, full_batch, gamma, lr, max_steps, milestones, "
+                       "momentum, update, weight_decay)"),
+    (["nosuchkey=1"], " (see `confusion run --cfg job`)"),
+])
+def test_a_mistyped_key_names_the_nearest_key(overrides, hint):
+    key = overrides[-1].lstrip("+").split("=")[0]
+    with pytest.raises(ConfusionError) as caught:
+        config.compose(overrides)
+    assert str(caught.value) == f"unknown config key '{key}' in '{overrides[-1]}'{hint}"
