@@ -44,38 +44,35 @@ def resolve_device(name: str, job: int | None = None) -> torch.device:
     return torch.device(name)
 
 
-def _precision_knobs() -> list:
-    """The objects whose ``fp32_precision`` says whether CUDA float32 matmuls and convolutions
-    may use TF32 ("tf32") or not ("ieee"). torch 2.9+ has this API and raises when it is mixed
-    with the older ``allow_tf32`` flags, so only it is used where it exists."""
-    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
-    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
-        return [matmul, conv]
-    return []
+def tf32_flags() -> tuple[bool, bool]:
+    """(cuBLAS matmuls, cuDNN convolutions and RNNs) may use TF32, as torch's flags say."""
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
 
 
 @contextlib.contextmanager
 def tf32(enabled: bool):
-    """CUDA float32 matmuls and convolutions in TF32 (``enabled``) or full float32 for the
-    duration; the previous settings restored after."""
-    knobs = _precision_knobs()
-    if knobs:
-        attribute, value = "fp32_precision", "tf32" if enabled else "ieee"
-    else:  # an older torch: the legacy flags
-        knobs, attribute, value = [torch.backends.cuda.matmul, torch.backends.cudnn], "allow_tf32", enabled
-    saved = [getattr(knob, attribute) for knob in knobs]
-    for knob in knobs:
-        setattr(knob, attribute, value)
+    """CUDA float32 matmuls (cuBLAS) and cuDNN convolutions and RNNs in TF32 (``enabled``) or in
+    full float32 for the duration; the previous settings restored after.
+
+    One API, the ``allow_tf32`` flags: their setters write the legacy state and, in torch 2.9+,
+    the per-operator ``fp32_precision`` the kernels read (cudnn.allow_tf32 sets conv and rnn
+    together), so every reader stays readable: the flags, ``torch.get_float32_matmul_precision()``
+    (both read by inductor's autotuning and caches) and ``fp32_precision``. Writing
+    ``fp32_precision = "tf32"`` instead leaves the legacy state behind, and the legacy readers then
+    raise "mix of the legacy and new APIs" (tests/test_train.py reads them all)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = tf32_flags()
+    matmul.allow_tf32 = cudnn.allow_tf32 = bool(enabled)
     try:
         yield
     finally:
-        for knob, old in zip(knobs, saved):
-            setattr(knob, attribute, old)
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 @contextlib.contextmanager
 def exact_matmul(device: torch.device):
-    """Turn TF32 off (matmul and cuDNN) for the duration: gradient statistics stay float32."""
+    """Turn TF32 off (cuBLAS matmuls, cuDNN convolutions and RNNs) for the duration on CUDA:
+    gradient statistics stay float32. On the CPU nothing to change."""
     if device.type != "cuda":
         yield
         return

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from test_train import Textbook
 
 from confusion_cli import config, data, probes
-from confusion_cli.backend import _precision_knobs, backend, exact_matmul
+from confusion_cli.backend import backend, exact_matmul, tf32_flags
 from confusion_cli.models import build_model
 from confusion_cli.probes import gram
 from confusion_cli.probes.hessian import hessian_vector_product, lanczos_top_eigenvalues
@@ -158,11 +158,15 @@ def test_resume_and_rerun_on_cuda_give_identical_records():
 
 @pytest.mark.parametrize("compile_", [False, True])
 def test_the_in_backward_update_is_torch_sgd_bit_for_bit_on_cuda(compile_):
+    """The update applied in backward against torch.optim.SGD(foreach=False), whose single-tensor
+    path is the same ``param.add_(grad, alpha=-lr)`` per parameter, across an LR milestone."""
     cfg = cuda_config("optim.milestones=[1]", "optim.gamma=0.1", f"compile={compile_}")
     with backend(cfg, CUDA):
         fast = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, CUDA), CUDA)
         plain = Textbook(fast, cfg)
         plain.model.to(CUDA)
+        for group in plain.optimizer.param_groups:  # the per-parameter loop: param.add_(grad, alpha=-lr)
+            group["foreach"] = False  # as the hooks do; foreach kernels may round differently on CUDA
         plain.generator = torch.Generator(CUDA).manual_seed(cfg.seed)
         if compile_:
             plain.model = torch.compile(plain.model)
@@ -179,7 +183,7 @@ def test_backend_flags_are_unchanged_after_a_probe_and_a_run():
     cudnn = torch.backends.cudnn
 
     def flags():
-        return [k.fp32_precision for k in _precision_knobs()], cudnn.benchmark, cudnn.deterministic
+        return tf32_flags(), torch.get_float32_matmul_precision(), cudnn.benchmark, cudnn.deterministic
 
     before = flags()
     cfg = cuda_config("optim.epochs=1")

@@ -209,33 +209,56 @@ def test_a_finished_trainer_is_freed():
     assert ref() is None
 
 
+def tf32_readers() -> dict:
+    """Every reader of the TF32 settings, legacy and new, as inductor and the kernels use them;
+    one that raises ("mix of the legacy and new APIs") fails the test."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    return {"matmul.allow_tf32": matmul.allow_tf32, "cudnn.allow_tf32": cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "matmul.fp32_precision": matmul.fp32_precision,
+            "conv": cudnn.conv.fp32_precision, "rnn": cudnn.rnn.fp32_precision}
+
+
+def assert_tf32(on: bool) -> None:
+    readers = tf32_readers()
+    assert readers["matmul.allow_tf32"] is on and readers["cudnn.allow_tf32"] is on
+    assert readers["float32_matmul_precision"] == ("high" if on else "highest")
+    assert readers["matmul.fp32_precision"] == ("tf32" if on else "ieee")
+    assert readers["conv"] == readers["rnn"] and (readers["conv"] == "tf32") is on
+
+
 def test_backend_flags_are_set_for_a_run_and_restored_after():
-    """TF32 (through torch's fp32_precision API, never mixed with the legacy flags), cuDNN and
-    thread settings hold inside ``backend``, the probes' exact_matmul turns TF32 off, and all are
-    the process's own again after, also when the run fails (flags can be set without a GPU)."""
-    from confusion_cli.backend import _precision_knobs, backend, exact_matmul
+    """TF32 (through the allow_tf32 flags only, so legacy and new readers all stay readable),
+    cuDNN and thread settings hold inside ``backend``, the probes' exact_matmul turns TF32 off
+    for matmuls, convolutions and RNNs alike, and all are the process's own again after, also
+    when the run fails (flags can be set without a GPU)."""
+    from confusion_cli.backend import backend, exact_matmul, tf32
 
-    knobs, cudnn = _precision_knobs(), torch.backends.cudnn
-    assert knobs, "torch >= 2.9 has the fp32_precision API"
+    cudnn = torch.backends.cudnn
 
-    def state():
-        return (torch.get_num_threads(), cudnn.benchmark, cudnn.deterministic,
-                [k.fp32_precision for k in knobs])
+    def state():  # matmul.fp32_precision left out: unset ("none") before the first run is "ieee" after
+        readers = {k: v for k, v in tf32_readers().items() if k != "matmul.fp32_precision"}
+        return torch.get_num_threads(), cudnn.benchmark, cudnn.deterministic, readers
 
     before = state()
     cfg = OmegaConf.create({"threads": 1, "tf32": True, "deterministic": not cudnn.deterministic})
     with pytest.raises(RuntimeError), backend(cfg, torch.device("cuda")):
         assert torch.get_num_threads() == 1
-        assert [k.fp32_precision for k in knobs] == ["tf32", "tf32"]
+        assert_tf32(True)
         with exact_matmul(torch.device("cuda")):
-            assert [k.fp32_precision for k in knobs] == ["ieee", "ieee"]
-        assert [k.fp32_precision for k in knobs] == ["tf32", "tf32"]
+            assert_tf32(False)
+        assert_tf32(True)
+        with exact_matmul(torch.device("cpu")):  # nothing to change on the CPU
+            assert_tf32(True)
         assert cudnn.deterministic is cfg.deterministic and cudnn.benchmark is not cfg.deterministic
         raise RuntimeError("a run that fails")
     assert state() == before
     with backend(OmegaConf.create({"threads": None, "tf32": False, "deterministic": True}),
                  torch.device("cuda")):
-        assert [k.fp32_precision for k in knobs] == ["ieee", "ieee"]
+        assert_tf32(False)
+        with tf32(True):
+            assert_tf32(True)
+        assert_tf32(False)
     assert state() == before
 
 
