@@ -5,3 +5,5 @@ Overparameterization on Gradient Confusion and Stochastic Gradient Descent", ICM
 """
 
 __version__ = "0.1.0"
+
+from . import paths  # noqa: E402, F401  (registers the configs' ${confusion.data_dir:})

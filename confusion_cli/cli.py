@@ -11,6 +11,7 @@ import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
+from . import paths
 from .config import GROUPS, options, prepare
 from .errors import ConfusionError
 
@@ -38,7 +39,7 @@ def usage() -> str:
     for group in GROUPS:
         lines.append(f"  {group + ':':13s} {', '.join(options(group))}")
     lines += ["", "Records: outputs/ (records_root=PATH or $CONFUSION_OUTPUTS); "
-              "data: data/ (data_dir=PATH or $CONFUSION_DATA)."]
+              f"data: {paths.default_data_dir()} (data_dir=PATH or $CONFUSION_DATA)."]
     return "\n".join(lines)
 
 
@@ -74,7 +75,11 @@ def cmd_run(args: list[str]) -> int:
         launch = prepare(overrides, flags, check_values=False)  # keys checked, values when it runs
         return _hydra_main([*launch.overrides, *flags])
     launch = prepare(overrides, flags)
-    from . import records
+    from . import data, records
+
+    if (paths.uses_legacy_data_dir() and not any(o.startswith("data_dir=") for o in overrides)
+            and data.DATASETS[str(launch.cfg.dataset.name)].source == "torchvision"):
+        print(paths.legacy_note(), file=sys.stderr, flush=True)
 
     root = Path(str(launch.cfg.records_root))
     if launch.multirun:  # a launch folder belongs to one sweep, checked before anything is written
@@ -242,10 +247,18 @@ def cmd_data(argv: list[str]) -> int:
     parser.add_argument("name", choices=sorted(data.DATASETS))
     parser.add_argument("--from", dest="from_dir", default=None,
                         help="directory holding the dataset's original archives")
-    parser.add_argument("--data-dir", default=os.environ.get("CONFUSION_DATA", "data"))
+    parser.add_argument("--data-dir", default=None,
+                        help=f"where datasets live (default $CONFUSION_DATA, else {paths.cache_data_dir()})")
     args = parser.parse_args(argv)
-    path = data.fetch(args.name, args.data_dir, args.from_dir)
-    print(f"{args.name}: ready under {path}")
+    if args.data_dir is None and paths.uses_legacy_data_dir():
+        print(paths.legacy_note(), file=sys.stderr)
+    data_dir = Path(args.data_dir or paths.default_data_dir())
+    path = data.fetch(args.name, data_dir, args.from_dir)
+    if data.DATASETS[args.name].source != "torchvision":
+        return 0
+    print(f"{args.name}: ready under {Path(path).absolute()}")
+    if args.data_dir is not None and data_dir.absolute() != Path(paths.default_data_dir()).absolute():
+        print(f"runs read it with data_dir={data_dir.absolute()} (or CONFUSION_DATA={data_dir.absolute()})")
     return 0
 
 
