@@ -5,9 +5,12 @@ Every model is built from nn.Linear, nn.Conv2d, nn.BatchNorm1d/2d, activations, 
 residual additions only, so that the probes' per-layer fast paths apply to all of them.
 
 Initialisations (docs/theory.md):
-- ``gaussian``: W ~ N(0, 1 / (kappa * fan_in)), kappa = 1/2 for ReLU, 1 for tanh / linear;
-  for ReLU this is He (Kaiming-normal, fan-in) initialisation. Biases are zero.
+- ``gaussian``: W ~ N(0, gain^2 / (kappa * fan_in)), kappa = 1/2 for ReLU, 1 for tanh / linear,
+  gain = ``init_gain`` (default 1: for ReLU this is He, Kaiming-normal fan-in, initialisation).
+  Biases are zero.
 - ``orthogonal``: (semi-)orthogonal weights times ``init_gain``; biases zero.
+- ``balanced`` (deep linear nets only, ``linear`` and ``linreg``): factors of one end-to-end
+  matrix, exactly balanced (``balanced_factors``).
 - ``default``: PyTorch's own layer initialisation.
 """
 
@@ -28,27 +31,83 @@ ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], float]] = {
     "tanh": (lambda: nn.Tanh(), 1.0),
     "linear": (lambda: nn.Identity(), 1.0),
 }
-INITS = ("gaussian", "orthogonal", "default")
+INITS = ("gaussian", "orthogonal", "balanced", "default")
+BALANCED_MODELS = ("linear", "linreg")  # model.init=balanced: deep linear nets only
 
 
 def _get(cfg, key, default=None):
     return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
+def check_balanced_widths(shapes: list[tuple[int, int]]) -> int:
+    """r = min(outputs, inputs) of factors of shapes ``shapes``; a one-line ConfusionError unless
+    every hidden width is at least r (a balanced factorisation of a rank-r W_e needs it)."""
+    rank = min(shapes[-1][0], shapes[0][1])
+    if any(d_k < rank for d_k, _ in shapes[:-1]):
+        raise ConfusionError(f"model.init=balanced needs model.width >= min(inputs, outputs) = "
+                             f"{rank}, got {shapes[0][0]}: raise model.width")
+    return rank
+
+
+def balanced_factors(shapes: list[tuple[int, int]], gain: float,
+                     generator: torch.Generator) -> list[torch.Tensor]:
+    """Exactly balanced factors W_1, ..., W_L (float64) of shapes ``shapes`` = [(d_1, d_0), ...,
+    (d_L, d_{L-1})] whose product W_L ... W_1 is one end-to-end matrix W_e.
+
+    The recipe (the balanced initialisation of Arora, Cohen, Golowich and Hu, ICLR 2019, with
+    the end-to-end matrix Gaussian):
+    1. W_e = gain * G, G_ij ~ N(0, 1 / d_0), of shape (d_L, d_0): the first draw of
+       ``generator``, so the same W_e for every depth and width at a given seed and gain;
+    2. its reduced SVD W_e = U diag(s) V^T, r = min(d_L, d_0) singular values;
+    3. for each hidden width d_k (0 < k < L) a (d_k, r) matrix Q_k with orthonormal columns, the
+       Q of the QR decomposition of a Gaussian (d_k, r) matrix (signs fixed by diag(R) > 0: Haar
+       distributed), drawn next from ``generator`` for k = 1, ..., L-1; Q_0 = V, Q_L = U;
+    4. W_k = Q_k diag(s^(1/L)) Q_{k-1}^T.
+    Then W_L ... W_1 = U diag(s) V^T = W_e and W_{k+1}^T W_{k+1} = Q_k diag(s^(2/L)) Q_k^T =
+    W_k W_k^T for every k: every factor has the singular values s^(1/L). Needs every hidden
+    width d_k >= r (ConfusionError otherwise).
+    """
+    depth, (n_out, n_in) = len(shapes), (shapes[-1][0], shapes[0][1])
+    rank = check_balanced_widths(shapes)
+    end_to_end = gain * torch.randn(n_out, n_in, generator=generator, dtype=torch.float64) / math.sqrt(n_in)
+    u, s, vh = torch.linalg.svd(end_to_end, full_matrices=False)
+    bases = [vh.T]
+    for d_k, _ in shapes[:-1]:
+        q, r = torch.linalg.qr(torch.randn(d_k, rank, generator=generator, dtype=torch.float64))
+        bases.append(q * torch.sign(torch.diagonal(r)))
+    bases.append(u)
+    root = torch.diag(s.pow(1.0 / depth))
+    return [bases[k + 1] @ root @ bases[k].T for k in range(depth)]
+
+
 def init_weights(model: nn.Module, init: str, activation: str, gain: float = 1.0) -> None:
-    """Apply ``init`` to every Linear/Conv2d of ``model`` (see the module docstring)."""
+    """Apply ``init`` to every Linear/Conv2d of ``model`` (see the module docstring).
+
+    ``balanced`` draws from a generator seeded with ``torch.initial_seed()`` (the run's seed:
+    Trainer.from_config seeds torch before building), not from torch's global stream, which
+    building the layers has advanced by an amount that depends on the depth.
+    """
     if init == "default":
         return
     kappa = ACTIVATIONS[activation][1]
-    for module in model.modules():
-        if not isinstance(module, (nn.Linear, nn.Conv2d)):
-            continue
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if init == "balanced":
+        if any(not isinstance(m, nn.Linear) for m in layers):
+            raise ConfusionError("model.init=balanced is for deep linear nets: choose model=linear or linreg")
+        shapes = [tuple(m.weight.shape) for m in layers]
+        check_balanced_widths(shapes)
+        if not layers[0].weight.is_meta:  # meta: shapes only (the memory estimate), nothing drawn
+            generator = torch.Generator().manual_seed(torch.initial_seed())
+            with torch.no_grad():
+                for module, factor in zip(layers, balanced_factors(shapes, gain, generator)):
+                    module.weight.copy_(factor)
+    for module in layers:
         weight = module.weight
         fan_in = weight[0].numel()
         with torch.no_grad():
             if init == "gaussian":
-                weight.normal_(0.0, math.sqrt(1.0 / (kappa * fan_in)))
-            else:
+                weight.normal_(0.0, gain * math.sqrt(1.0 / (kappa * fan_in)))
+            elif init == "orthogonal":
                 nn.init.orthogonal_(weight, gain=gain)
             if module.bias is not None:
                 module.bias.zero_()
@@ -195,6 +254,9 @@ def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
     init = _get(cfg, "init", "gaussian")
     if init not in INITS:
         raise ConfusionError(f"unknown model.init '{init}': choose one of {', '.join(INITS)}")
+    if init == "balanced" and name not in BALANCED_MODELS:
+        raise ConfusionError(f"model.init=balanced is for deep linear nets (model=linear or linreg), "
+                             f"got model={name}: choose gaussian, orthogonal or default")
     gain = _get(cfg, "init_gain", 1.0)
     if not (is_number(gain) and math.isfinite(gain) and gain > 0):
         raise ConfusionError(f"model.init_gain must be a finite positive number, got {gain!r}")
