@@ -12,7 +12,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from . import paths
-from .config import GROUPS, options, prepare
+from .config import GROUPS, options, prepare, with_config_dirs
 from .errors import ConfusionError
 
 EXIT_USER_ERROR = 2
@@ -25,6 +25,7 @@ def usage() -> str:
         "usage:",
         "  confusion run [OVERRIDES]          one run, e.g. confusion run model=mlp model.depth=8",
         "  confusion run +sweep=NAME [OVERRIDES]   a sweep, e.g. confusion run +sweep=depth scale=quick",
+        "  confusion run --config-dir DIR +sweep=NAME   your own sweep: DIR/sweep/NAME.yaml (README)",
         "  confusion status [RUNS_DIR] [--table]  per sweep: runs complete, running, interrupted,",
         "                                     failed, diverged, to do; ETA; failures by reason",
         "  confusion plot [RUNS_DIR] [--out DIR]  every figure the records under RUNS_DIR support",
@@ -44,7 +45,8 @@ def usage() -> str:
 
 
 # -- run ------------------------------------------------------------------------------------
-HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i", "--shell-completion", "-sc")
+HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i", "--shell-completion", "-sc",
+                          "--config-dir", "-cd")
 
 
 def split_hydra_flags(args: list[str]) -> tuple[list[str], list[str]]:
@@ -64,11 +66,30 @@ def split_hydra_flags(args: list[str]) -> tuple[list[str], list[str]]:
     return overrides, flags
 
 
+def config_dirs_on_searchpath(overrides: list[str], flags: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, flags) with every ``--config-dir DIR`` / ``--config-dir=DIR`` (``-cd``) taken
+    out of the flags and put on Hydra's search path as a ``hydra.searchpath`` override, which
+    the composition checked before launch and Hydra's launcher read alike."""
+    folders, rest = [], []
+    it = iter(flags)
+    for flag in it:
+        name, equals, value = flag.partition("=")
+        if name in ("--config-dir", "-cd"):
+            folder = value if equals else next(it, None)
+            if not folder:
+                raise ConfusionError(f"{name} needs a folder: {name} DIR (it holds sweep/NAME.yaml, ...)")
+            folders.append(folder)
+        else:
+            rest.append(flag)
+    return (with_config_dirs(overrides, folders) if folders else overrides), rest
+
+
 def cmd_run(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(usage())
         return 0
     overrides, flags = split_hydra_flags(args)
+    overrides, flags = config_dirs_on_searchpath(overrides, flags)
     if any(f in ("-sc", "--shell-completion") for f in flags):  # Hydra's tab completion
         return _hydra_main([*overrides, *flags], prog="confusion")
     if any(f in ("--cfg", "-c", "--info", "-i") for f in flags):  # Hydra prints, runs nothing:

@@ -29,13 +29,55 @@ from omegaconf.errors import InterpolationKeyError
 
 from .errors import ConfusionError, is_count, is_number
 
-GROUPS = ("dataset", "model", "optim", "probe", "extra_probes", "scale", "sweep")
+GROUPS = ("dataset", "model", "optim", "probe", "extra_probes", "scale", "sweep", "experiment")
+SEARCHPATH = "hydra.searchpath"
 
 
-def options(group: str) -> list[str]:
-    """The config names available in ``group`` (the YAML files of configs/GROUP)."""
-    folder = resources.files("confusion_cli") / "configs" / group
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+def options(group: str, overrides: list[str] = ()) -> list[str]:
+    """The config names available in ``group``: the YAML files of configs/GROUP, and of GROUP in
+    the folders a ``hydra.searchpath=[file://...]`` override of ``overrides`` adds (--config-dir)."""
+    folders = [resources.files("confusion_cli") / "configs" / group]
+    folders += [Path(d) / group for d in search_dirs(overrides)]
+    return sorted({p.name.removesuffix(".yaml") for folder in folders if folder.is_dir()
+                   for p in folder.iterdir() if p.name.endswith(".yaml")})
+
+
+def search_dirs(overrides: list[str]) -> list[str]:
+    """The local folders (file://) of the ``hydra.searchpath=[...]`` overrides of ``overrides``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found = []
+    for text in overrides:
+        if text.split("=", 1)[0].lstrip("+") == SEARCHPATH:
+            value = OverridesParser.create().parse_overrides([text])[0].value()
+            found += [v.removeprefix("file://") for v in (value if isinstance(value, list) else [value])
+                      if isinstance(v, str) and v.startswith("file://")]
+    return found
+
+
+def with_config_dirs(overrides: list[str], folders: list[str]) -> list[str]:
+    """``overrides`` with the config folders ``folders`` (`confusion run --config-dir DIR`, the
+    user's own sweeps, experiments and options) on Hydra's search path after any given, as one
+    ``hydra.searchpath`` override: the override the composition checked before launch and Hydra's
+    launcher composing each job both read. A folder that is not there is one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    paths = []
+    for folder in folders:
+        path = Path(folder).expanduser().absolute()
+        if not path.is_dir():
+            raise ConfusionError(f"--config-dir {folder}: no such folder (it holds your config groups: "
+                                 "sweep/NAME.yaml, experiment/NAME.yaml, model/NAME.yaml, ...)")
+        paths.append(f"file://{path}")
+    rest, given = [], []
+    for text in overrides:
+        if text.split("=", 1)[0].lstrip("+") == SEARCHPATH:
+            value = OverridesParser.create().parse_overrides([text])[0].value()
+            given += value if isinstance(value, list) else [value]
+        else:
+            rest.append(text)
+    quoted = ["'" + str(p).replace("\\", "\\\\").replace("'", "\\'") + "'" for p in [*given, *paths]]
+    return [*rest, f"{SEARCHPATH}=[{','.join(quoted)}]"] if quoted else rest
 
 
 
@@ -140,7 +182,8 @@ def _check_keys(overrides: list[str], hydra_compose, initialize_config_module) -
     def key_of(override: str) -> str:
         return override.split("=", 1)[0].lstrip("+~")
 
-    choices = [o for o in overrides if key_of(o) in GROUPS and "=" in o and not is_sweep_override(o)]
+    choices = [o for o in overrides if (key_of(o) in GROUPS or key_of(o) == SEARCHPATH) and "=" in o
+               and not is_sweep_override(o)]
     try:
         with initialize_config_module("confusion_cli.configs", version_base=None):
             base = hydra_compose("config", overrides=choices)
@@ -217,14 +260,16 @@ def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
     for group in GROUPS:
         for o in overrides:
             key, _, value = o.lstrip("+~").partition("=")
+            names = options(group, overrides)
             if key == group == "extra_probes":
-                unknown = [v for v in re.split(r"[\[\],\s]+", value) if v and v not in options(group)]
+                unknown = [v for v in re.split(r"[\[\],\s]+", value) if v and v not in names]
                 if unknown:
                     return (f"unknown extra_probes {unknown}: choose from "
-                            f"{', '.join(options(group))} (extra_probes=[NAME,...])")
-            elif key == group and value not in options(group):
-                return (f"unknown {group} '{value}': choose one of {', '.join(options(group))} "
-                        f"({'+' if group == 'sweep' else ''}{group}=NAME)")
+                            f"{', '.join(names)} (extra_probes=[NAME,...])")
+            elif key == group and value not in names:
+                return (f"unknown {group} '{value}': choose one of {', '.join(names)} "
+                        f"({'+' if group == 'sweep' else ''}{group}=NAME"
+                        f"{'' if search_dirs(overrides) else '; your own: --config-dir DIR'})")
     return f"{text} (see `confusion --help`)"
 
 
@@ -317,7 +362,7 @@ def check_memory(cfg) -> None:
     params = sum(p.numel() for p in model.parameters())
     floats = math.prod(shape)
     parts = [(4 * (train + test) * floats, "dataset.train_size"), (16 * params, "model.width")]
-    parts += probes.memory(cfg.probe, cfg.get("extra_probes"), params, floats)
+    parts += probes.memory(cfg.probe, cfg.get("extra_probes"), params, floats, model)  # checks the model too
     budget = cfg.get("memory_budget_gib", 8)
     total = sum(size for size, _ in parts)
     if total > budget * GIB:
