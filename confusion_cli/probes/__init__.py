@@ -21,6 +21,8 @@ alone, a mini-batch gradient the gradient of the mean loss on that batch.
 import importlib
 import pkgutil
 
+from torch import nn
+
 from ..errors import ConfusionError
 from .base import PROBES, Probe, ProbeContext, Schedule, register
 from .confusion import MODES, check_bn_mode
@@ -67,9 +69,16 @@ def build(probe_cfg, extra_cfg) -> list[Probe]:
     return built
 
 
-def memory(probe_cfg, extra_cfg, params: int, example_floats: int) -> list[tuple[int, str]]:
-    """Each probe's memory estimate (bytes, the setting that sets it); see Probe.memory."""
-    return [probe.memory(params, example_floats) for probe in build(probe_cfg, extra_cfg)]
+def memory(probe_cfg, extra_cfg, params: int, example_floats: int,
+           model: nn.Module | None = None) -> list[tuple[int, str]]:
+    """Each probe's memory estimate (bytes, the setting that sets it); see Probe.memory. Given the
+    run's ``model`` (meta device), each probe first checks it can measure it (Probe.check_model)."""
+    estimates = []
+    for probe in build(probe_cfg, extra_cfg):
+        if model is not None:
+            probe.check_model(model)
+        estimates.append(probe.memory(params, example_floats))
+    return estimates
 
 
 def check(probe_cfg, extra_cfg, train_size: int) -> Schedule:

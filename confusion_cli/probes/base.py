@@ -70,6 +70,11 @@ class Probe(ABC):
         (the default: any settings work)."""
         return None
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a one-line ConfusionError if the probe cannot measure ``model`` (built on the meta
+        device before training: shapes and types only; the default: any model)."""
+        return None
+
     def memory(self, params: int, example_floats: int) -> tuple[int, str]:
         """(bytes, the setting that sets them): an estimate of the largest memory the probe holds
         for a model of ``params`` float32 parameters on examples of ``example_floats`` floats."""
