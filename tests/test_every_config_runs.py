@@ -33,6 +33,8 @@ def test_every_option_trains_and_probes(tmp_path, no_md5, group, option):
     if group == "extra_probes":
         overrides += ["extra_probes.hessian.examples=16"] if option == "hessian" else []
         overrides += ["extra_probes.grad_norm.batch_size=8"] if option == "grad_norm" else []
+        overrides += ["model=linear", "model.depth=3", "model.width=16",
+                      "extra_probes.canonical.examples=8"] if option == "canonical" else []
     if option in ("example_pairs", "confirm"):
         overrides += ["extra_probes.example_pairs.examples=8"]
     if option == "cifar_shaped":

@@ -99,18 +99,33 @@ def test_hessian_top_eigenvalues_match_the_explicit_hessian(loss):
     assert few[0].item() == pytest.approx(expected[0].item(), rel=1e-4)
 
 
+def measures(probe: probes.Probe, model: nn.Module) -> bool:
+    """Whether ``probe`` can measure ``model`` (Probe.check_model; canonical: deep linear nets only)."""
+    try:
+        probe.check_model(model)
+    except ConfusionError:
+        return False
+    return True
+
+
 def make_trainer(overrides: list[str]) -> Trainer:
-    every = ",".join(probes.extra_names())  # every registered extra probe: a new one is tested here
+    """Every registered extra probe that can measure the model: a new one is tested here."""
+    every = ",".join(probes.extra_names())
     cfg = config.run_config(["probe=none", "optim.epochs=1", "dataset.train_size=256",
                               f"extra_probes=[{every}]", "extra_probes.hessian.examples=32",
                               "extra_probes.hessian.iters=8", "extra_probes.example_pairs.examples=16",
-                              *overrides])
-    return Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
+                              "extra_probes.canonical.examples=16", *overrides])
+    trainer = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
+    trainer.probes = [probe for probe in trainer.probes if measures(probe, trainer.model)]
+    return trainer
 
 
-# an MLP, and a CNN with BN and skips (the per-layer fast paths of both kinds of layer)
+# an MLP, a CNN with BN and skips (the per-layer fast paths of both kinds of layer), and a deep
+# linear net (every probe, canonical included)
+LINEAR = ["model=linear", "model.depth=3", "model.width=16"]
 MODELS = [["model.depth=2", "model.width=16"],
-          ["model=cnn", "model.depth=10", "model.width=1", "model.batch_norm=true", "model.skip=true"]]
+          ["model=cnn", "model.depth=10", "model.width=1", "model.batch_norm=true", "model.skip=true"],
+          LINEAR]
 
 
 def trained_trainer(model: list[str]) -> Trainer:
@@ -128,7 +143,8 @@ def test_extra_probes_leave_model_grads_and_modes_unchanged(model):
     for p in net.parameters():
         p.grad = torch.full_like(p, 0.5)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    assert sorted(p.name for p in trainer.probes) == probes.extra_names()
+    linear_only = set() if model is LINEAR else {"canonical"}
+    assert sorted(p.name for p in trainer.probes) == sorted(set(probes.extra_names()) - linear_only)
     for probe in trainer.probes:
         scalars, samples = probe.measure(trainer.probe_context)
         assert scalars and all(math.isfinite(v) for v in scalars.values()) and samples == {}
