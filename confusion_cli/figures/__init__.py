@@ -11,6 +11,7 @@ Modules, each importing only those listed before it: ``select`` (rows, LR select
 statistics, labels, footnotes), ``density`` (cosine KDE), ``style`` (layout, drawing and saving),
 ``registry`` (``FIGURES``: sweep name -> its figures, filled by ``@register``), then the figures:
 ``paper`` (Figures 1-4 and confusion vs training loss), ``theory`` (confusion at initialization),
+``canonical`` (canonical vs parametric confusion of deep linear nets),
 ``convergence``, ``training`` (curves of every run, probes by SGD step, rank, GD vs SGD,
 curvature). A new figure imports its helpers from these
 modules and registers itself with ``@register("sweep name")``; the package imports it.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import convergence, paper, registry, theory, training  # noqa: F401  (importing registers the figures)
+from . import canonical, convergence, paper, registry, theory, training  # noqa: F401  (importing registers the figures)
 from .density import gaussian_kde
 from .registry import FIGURES, FigureWarning, register, sweeps
 from .select import (
