@@ -333,6 +333,15 @@ def test_a_claim_without_records_gets_no_row_and_a_warning():
     assert table.empty and list(table.columns) == list(claims.COLUMNS)
 
 
+def test_claims_without_records_share_one_warning_grouped_by_sweep():
+    toys = [claims.parse_claim(claim_data(name=name, sweep=sweep), Path(f"{name}.yaml"))
+            for name, sweep in (("a", "nowhere"), ("b", "elsewhere"), ("c", "nowhere"))]
+    with pytest.warns(claims.ClaimWarning) as caught:
+        table = claims.decide(pd.DataFrame({"sweep.name": ["toy"]}), toys)
+    assert table.empty and len(caught) == 1
+    assert str(caught[0].message) == "no records for sweep nowhere (claims a, c); sweep elsewhere (claim b)"
+
+
 # -- on disk, through the command line -------------------------------------------------------
 def write_run(path, depth, seed, losses, status="complete"):
     """One run directory as the runner writes it: config.yaml, run.json, metrics.csv."""

@@ -60,16 +60,16 @@ class Arm:
 
 def decide(frame: pd.DataFrame, claims: Iterable[Claim]) -> pd.DataFrame:
     """One row per comparison and point of every claim (columns ``COLUMNS``), from the records
-    ``frame`` of ``records.load``. A claim whose sweep has no records gets no row and a
-    ClaimWarning; a config column of a claim missing from its sweep's records is a
-    ConfusionError naming the claim file and key."""
+    ``frame`` of ``records.load``. A claim whose sweep has no records gets no row; all such
+    claims share one ClaimWarning, one line grouped by sweep. A config column of a claim missing
+    from its sweep's records is a ConfusionError naming the claim file and key."""
     rows: list[dict[str, Any]] = []
+    missing: dict[str, list[str]] = {}  # sweep -> its claims without records: one warning for all
     for claim in claims:
         records = (frame[frame["sweep.name"] == claim.sweep] if "sweep.name" in frame
                    else frame.iloc[:0])
         if records.empty:
-            warnings.warn(f"no records for sweep {claim.sweep} (claim {claim.name})", ClaimWarning,
-                          stacklevel=2)
+            missing.setdefault(claim.sweep, []).append(claim.name)
             continue
         check_columns(claim, records)
         arms = {name: arm_runs(records, claim, name) for name in claim.arms}
@@ -78,6 +78,10 @@ def decide(frame: pd.DataFrame, claims: Iterable[Claim]) -> pd.DataFrame:
                 rows += contrast_rows(claim, comparison, arms, records.columns)
             else:
                 rows.append(slope_row(claim, comparison, arms, records.columns))
+    if missing:
+        warnings.warn("no records for " + "; ".join(
+            f"sweep {sweep} (claim{'s' if len(names) > 1 else ''} {', '.join(names)})"
+            for sweep, names in missing.items()), ClaimWarning, stacklevel=2)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
