@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import signal
 import sys
+import threading
 import time
 import traceback
 from contextlib import ExitStack
@@ -90,15 +92,45 @@ def execute(cfg: DictConfig) -> str:
                 records.write_json(run_dir / records.RUN_JSON, {"status": "running",
                                                                 "config_hash": cfg_hash})
         device = resolve_device(cfg.device, HydraConfig.get().job.num if is_multirun() else None)
-        with backend(cfg, device):
+        with backend(cfg, device), sigterm_as_interrupt():
             return _run(cfg, cfg_hash, run_dir, how, prefix, device)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (``kill``, a scheduler's preemption) ends the run as Ctrl-C does: a
+    KeyboardInterrupt, so the run is recorded as interrupted and the command ends with one line.
+    Only in the main thread, where Python handles signals; the old handler is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _start(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.device):
-    """The checkpoint to resume from (None: from scratch) and the run's recorder."""
+    """The checkpoint to resume from (None: from scratch) and the run's recorder. A checkpoint
+    that cannot be read, is no state, or beside samples that are not the user's own, restarts
+    the run from scratch with one warning line."""
+    restart_why = None
     state = records.read_checkpoint(run_dir, prefix) if how == "resume" else None
-    unreadable = how == "resume" and state is None
+    if how == "resume" and state is None:
+        restart_why = "the checkpoint was unreadable"
+    elif state is not None and (why := records.resume_problem(run_dir)):
+        records.warn(f"{why}; restarting {run_dir} from scratch", prefix)
+        state, restart_why = None, why
     started_on = (state or {}).get("device_type", device.type)
+    if started_on not in ("cpu", "cuda", "mps"):
+        records.warn(f"checkpoint {run_dir / records.CHECKPOINT} names no device ({started_on!r}); "
+                     "restarting this run from scratch", prefix)
+        state, restart_why, started_on = None, "the checkpoint named no device", device.type
     if started_on != device.type:  # random-generator states are per device type
         raise ConfusionError(f"{run_dir} was started on {started_on} and can only resume there: "
                              f"rerun with device={started_on}, or delete that directory to start "
@@ -113,8 +145,8 @@ def _start(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.de
         rows = state["metrics_rows"] if "metrics_rows" in state else records.legacy_rows(run_dir)
     recorder = records.RunRecorder(run_dir, cfg, meta, rows)
     recorder.set_status("running")
-    if unreadable:
-        recorder.log("restarting from scratch: the checkpoint was unreadable")
+    if restart_why:
+        recorder.log(f"restarting from scratch: {restart_why}")
     return state, recorder
 
 
@@ -124,10 +156,20 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
     view = tracker.tracker(cfg.get("logger", "none"), run_dir)
     try:
         # 2. build
-        trainer = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir, device), device)
+        dataset = data.load(cfg.dataset, cfg.data_dir, device)
+        trainer = Trainer.from_config(cfg, dataset, device)
         if state is not None:
-            trainer.load_state_dict(state)
-            recorder.say(prefix, f"resuming {run_dir} from epoch {trainer.epoch}")
+            try:
+                trainer.load_state_dict(state)
+            except ValueError as exc:  # it loaded but is no state of this run: start again
+                why = f"the checkpoint is not a state of this run ({exc})"
+                records.warn(f"checkpoint {run_dir / records.CHECKPOINT}: {why}; restarting this "
+                             "run from scratch", prefix)
+                trainer = Trainer.from_config(cfg, dataset, device)  # it may hold part of it
+                recorder = records.RunRecorder(run_dir, cfg, recorder.meta, None)
+                recorder.log(f"restarting from scratch: {why}")
+            else:
+                recorder.say(prefix, f"resuming {run_dir} from epoch {trainer.epoch}")
         label = job_label()
         recorder.say(prefix, f"{label + ': ' if label else ''}{cfg.model.name} on {cfg.dataset.name}, "
                              f"{trainer.steps_per_epoch} steps/epoch, device {device} -> {run_dir}")
@@ -144,13 +186,17 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
                 status = "diverged"
                 recorder.say(prefix, f"diverged at epoch {int(row['epoch'])} (loss {row['train_loss']}):"
                                      " recorded as diverged; lower optim.lr")
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (sigterm_as_interrupt)
+        with contextlib.suppress(OSError, ConfusionError):
+            recorder.set_status("interrupted")
+            recorder.log("interrupted: relaunching the same command resumes it")
+        raise
+    except (OSError, records.DiskFull) as exc:
+        if not isinstance(exc, records.DiskFull) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        error = (f"no space left on the disk of {run_dir} ({exc.strerror}): free some space, or "
-                 "use records_root=PATH on another disk; relaunching resumes this run from its "
-                 "last checkpoint")
-        with contextlib.suppress(OSError):  # the disk may be too full to say so
+        full = exc if isinstance(exc, records.DiskFull) else records.DiskFull(run_dir, exc)
+        error = f"{full}; relaunching resumes this run from its last checkpoint"
+        with contextlib.suppress(OSError, ConfusionError):  # the disk may be too full to say so
             recorder.set_status("failed", error=error)
         raise ConfusionError(error) from None
     except ConfusionError as exc:

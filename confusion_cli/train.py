@@ -202,11 +202,28 @@ class Trainer:
                 "device_type": self.device.type}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        self.probe_generator.set_state(state["probe_generator"])
+        """Load a ``state_dict``. A state that does not fit (a key missing or of the wrong type,
+        tensors of other shapes: a corrupt or planted checkpoint) is a ValueError naming what is
+        wrong; the trainer may then hold part of it and must be built afresh."""
+        if not isinstance(state, dict):
+            raise ValueError(f"a state is a dict, not {type(state).__name__}")
+        missing = sorted(set(self.state_dict()) - {"device_type"} - set(state))
+        if missing:
+            raise ValueError(f"the state lacks {', '.join(missing)}")
+        for key in ("epoch", "step"):
+            if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+                raise ValueError(f"the state's {key} is {state[key]!r}, not a count")
+        if not isinstance(state["init_recorded"], bool):
+            raise ValueError(f"the state's init_recorded is {state['init_recorded']!r}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.generator.set_state(state["generator"])
+            self.probe_generator.set_state(state["probe_generator"])
+        except (KeyError, TypeError, RuntimeError, ValueError, AttributeError, IndexError) as exc:
+            text = str(exc).strip()
+            raise ValueError(text.splitlines()[0][:160] if text else type(exc).__name__) from None
         self.epoch, self.step = state["epoch"], state["step"]
         self.init_recorded = state["init_recorded"]
 

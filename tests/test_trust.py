@@ -121,10 +121,10 @@ def test_a_full_disk_is_one_line_and_the_run_is_marked_failed(workdir, monkeypat
         run(ARGS, "first")
     assert exit_code.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: no space left") and "records_root" in err[0], err
+    assert len(err) == 1 and err[0].startswith("error: disk full at ") and "records_root" in err[0], err
     run_dir = only_run(workdir / "outputs")
     meta = json.loads((run_dir / records.RUN_JSON).read_text())
-    assert meta["status"] == "failed" and "no space left" in meta["error"]
+    assert meta["status"] == "failed" and "disk full at" in meta["error"]
 
 
 def claim_and_run(root: str, job: int, delay: float, results) -> None:
@@ -150,6 +150,7 @@ def claim_and_run(root: str, job: int, delay: float, results) -> None:
     results.put(run.execute(cfg))
 
 
+@pytest.mark.slow
 def test_identical_launches_racing_for_a_directory_give_one_record(tmp_path):
     import multiprocessing
 

@@ -9,7 +9,7 @@ reads a checkpoint without running code; ``lock`` claims a config and chooses it
 loads many runs into one DataFrame (``load``) for figures and users.
 """
 
-from .checkpoint import read_checkpoint
+from .checkpoint import read_checkpoint, resume_problem, warn
 from .hashing import config_hash, semantic_config
 from .layout import (
     CHECKPOINT,
@@ -45,7 +45,7 @@ from .reader import (
     vet,
     vetted,
 )
-from .safe import UnsafeRecord, make_dir
+from .safe import DiskFull, UnsafeRecord, make_dir
 from .sweep import (
     check_sweep_folder,
     mark_finished,
@@ -66,6 +66,7 @@ __all__ = ["CHECKPOINT", "CONFIG", "ERROR", "FINISHED", "LOCK", "INTERRUPTED", "
            "distrust", "legacy_rows", "write_config",
            "claim_lock", "config_hash", "find_runs", "flatten", "load", "load_samples",
            "mark_finished", "planned_grid", "planned_total", "swept_label", "provenance",
-           "read_checkpoint", "read_config", "read_run_json", "UnsafeRecord", "make_dir", "vet", "vetted",
+           "read_checkpoint", "resume_problem", "warn", "DiskFull",
+           "read_config", "read_run_json", "UnsafeRecord", "make_dir", "vet", "vetted",
            "read_samples_file", "require_records", "run_dirs", "run_folder", "run_lock", "samples_path",
            "segment_meta", "semantic_config", "write_csv", "write_json", "write_plan"]

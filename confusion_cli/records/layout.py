@@ -4,8 +4,8 @@ A records root holds ``runs/LAUNCH_ID/`` (single runs), ``sweeps/NAME/LAUNCH_ID/
 jobs, with ``sweep.json`` and ``finished.log`` beside them), ``.claims/HASH.lock`` (one per
 config) and ``figures/``. A run directory holds
 - ``config.yaml``: the resolved config (Hydra's own copy is in ``.hydra/``),
-- ``run.json``: status (running | complete | diverged | failed; ``records.load`` reads a
-  running run whose process is gone as interrupted), config hash, seed, device,
+- ``run.json``: status (running | complete | diverged | failed | interrupted: stopped by Ctrl-C
+  or SIGTERM; ``records.load`` reads a running run whose process is gone as interrupted too), config hash, seed, device,
   library versions, git commit, first start and end time, every segment across resumes
   (start, end, host, device, wall seconds), total wall seconds, conventions,
 - ``metrics.csv``: one row per evaluation (epoch 0 = initialization) and per step-level probe,

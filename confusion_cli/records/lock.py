@@ -25,7 +25,17 @@ from pathlib import Path
 from ..errors import ConfusionError
 from .layout import CHECKPOINT, CLAIMS, CONFIG, FINISHED, LOCK, RUN_JSON, SAMPLES, claim_path
 from .reader import distrust, find_runs, one_line, read_config
-from .safe import CAPS, HYDRA_FILES, check_dirs, check_files, make_dir, open_file, read_text
+from .safe import (
+    CAPS,
+    HYDRA_FILES,
+    UnsafeRecord,
+    check_dirs,
+    check_files,
+    check_space,
+    make_dir,
+    open_file,
+    read_text,
+)
 
 LOCK_TIMEOUT_S = 30.0  # the longest a launch waits for a lock another process holds
 
@@ -193,9 +203,14 @@ def choose_run_dir(root: Path, cfg_hash: str, new_dir: Path) -> tuple[Path | Non
         if meta["status"] in FINISHED:
             return None, f"already {meta['status']} in {run_dir}"
         how = "resume" if os.path.isfile(run_dir / CHECKPOINT) else "restart"
-        with run_lock(run_dir) as free:
-            if free:
-                return run_dir, how
+        try:
+            with run_lock(run_dir) as free:
+                if free:
+                    return run_dir, how
+        except UnsafeRecord as exc:  # a link or a FIFO planted at its lock: whoever runs there
+            raise ConfusionError(   # cannot be told, so it is not replaced behind their back
+                f"the interrupted run {run_dir} cannot {how}: {exc}; if no process runs there, "
+                f"remove it (rm {run_dir / LOCK}) and run the same command again") from None
         pid, host = holder(run_dir / LOCK)
         if holder_is_alive(pid, host):
             return None, f"already running in {run_dir} (pid {pid} on {host})"
@@ -250,10 +265,13 @@ def check_run_folder(root: Path, folder: Path, cfg_hash: str) -> None:
     before Hydra writes anything there: one line (a ConfusionError) when the folder holds the
     record of another config or one that cannot be trusted; when it, its ``.hydra``, its
     ``samples`` or ``.claims`` is a link or a file; or when a file Hydra writes in ``.hydra`` is
-    a link. Its own record passes: the run resumes it, or skips it if it is finished."""
-    for path in (folder / ".hydra", folder / SAMPLES, Path(root) / CLAIMS):
+    a link. Its own record passes: the run resumes it, or skips it if it is finished. The folder
+    is then made, and a full disk there is one line ("disk full at PATH")."""
+    for path in (folder / ".hydra", Path(root) / CLAIMS):
         check_dirs(path, root)
     check_files(folder, HYDRA_FILES)  # Hydra writes them by name, following a link
-    if os.path.lexists(folder / RUN_JSON) and distrust(root, folder, cfg_hash) is None:
-        return
-    check_new_dir(root, folder, cfg_hash)
+    if not (os.path.lexists(folder / RUN_JSON) and distrust(root, folder, cfg_hash) is None):
+        check_dirs(folder / SAMPLES, root)  # its own run restarts or resumes past a bad samples
+        check_new_dir(root, folder, cfg_hash)
+    make_dir(folder, root)  # Hydra's output: on a full disk one line (DiskFull), not Hydra's
+    check_space(folder)     # OSError traceback from its mkdir or its .hydra files

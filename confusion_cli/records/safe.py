@@ -32,6 +32,24 @@ class UnsafeRecord(ConfusionError, ValueError):
     line naming the path."""
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(ConfusionError):
+    """A write that found no space left (ENOSPC, or a quota: EDQUOT): one line naming the path
+    it was writing, ``disk full at PATH``, and the fix."""
+
+    def __init__(self, path: str | os.PathLike, exc: OSError | None = None,
+                 fix: str = "free some space, or use records_root=PATH on another disk"):
+        self.path = Path(path)
+        why = f" ({exc.strerror})" if exc is not None and exc.strerror else ""
+        super().__init__(f"disk full at {path}{why}: {fix}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
+
+
 def cap_of(path: str | os.PathLike) -> int:
     """The size cap of the record file ``path``, by its name (samples files by their folder)."""
     path = Path(path)
@@ -135,6 +153,10 @@ def make_dir(path: str | os.PathLike, under: str | os.PathLike | None = None) ->
         under.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise UnsafeRecord(f"{under} exists and is not a folder") from None
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(under, exc) from None
+        raise
     current = under
     for part in parts:
         current = current / part
@@ -144,6 +166,10 @@ def make_dir(path: str | os.PathLike, under: str | os.PathLike | None = None) ->
             pass
         except NotADirectoryError:
             raise UnsafeRecord(f"{current.parent} is not a folder") from None
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(current, exc) from None
+            raise
         mode = os.lstat(current).st_mode
         if not stat.S_ISDIR(mode):
             raise UnsafeRecord(f"{current} is {kind(mode)}, not a folder: refusing to "
@@ -185,3 +211,23 @@ def check_files(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
         if not stat.S_ISREG(mode):
             raise UnsafeRecord(f"{path} is {kind(mode)}, not a regular file: refusing to write "
                                "over it")
+
+
+def check_space(folder: str | os.PathLike, size: int = 256 * 1024) -> None:
+    """Refuse, in one line (``DiskFull``), a ``folder`` whose disk cannot take ``size`` more
+    bytes: a file of that size is written, synced and removed. Run before a writer that would
+    fail on a full disk with a traceback of its own (Hydra's output files)."""
+    fd, tmp = -1, Path(folder) / f".space-check.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)  # a leftover of a killed check (or a link: the link itself)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.write(fd, bytes(size))
+        os.fsync(fd)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(folder, exc) from None
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)

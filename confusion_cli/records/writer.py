@@ -6,6 +6,7 @@ run is never rewritten. ``RunRecorder`` writes one run's directory as it trains.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from .layout import CHECKPOINT, CONFIG, METRICS, RUN_JSON, RUN_LOG, SAMPLES, samples_path
-from .safe import make_dir, open_append
+from .safe import DiskFull, UnsafeRecord, is_disk_full, make_dir, open_append
 
 if TYPE_CHECKING:
     import torch
@@ -37,9 +38,15 @@ def atomic_write(path: Path, write, binary: bool = False) -> None:
     The temporary file is created new by mkstemp (O_EXCL: never an existing file or a planted
     link), and the rename replaces whatever ``path`` was, a symlink included, without following
     it: no write lands outside the directory. A reader sees the old file or the new one, whole.
+    A full disk is one line (``DiskFull``: disk full at PATH).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(path, exc) from None
+        raise
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; records are for the whole group
     try:
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as f:
@@ -47,8 +54,10 @@ def atomic_write(path: Path, write, binary: bool = False) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFull(path, exc) from None
         raise
     fsync_directory(path.parent)
 
@@ -58,8 +67,13 @@ def append_line(path: Path, line: str) -> None:
     from concurrent writers stay whole. Never through a link, never to a FIFO, a device, another
     user's file or a hard-linked one (``safe.open_append``: an UnsafeRecord, one line)."""
     fd = open_append(path)
-    with os.fdopen(fd, "a") as f:
-        f.write(f"{line}\n")
+    try:
+        with os.fdopen(fd, "a") as f:
+            f.write(f"{line}\n")
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(path, exc) from None
+        raise
 
 
 def remove(path: Path) -> None:
@@ -73,6 +87,22 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def remove_stray_tmp(run_dir: Path) -> None:
+    """Remove the temporary files a killed ``atomic_write`` left in ``run_dir`` and its samples
+    folder (``.metrics.csv.*.tmp``, ``.step_*.csv.*.tmp``, ...). Call it holding the run's lock:
+    no other writer is then at work there. Links among them are removed, never followed."""
+    for folder in (run_dir, run_dir / SAMPLES):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = folder / name
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    path.unlink(missing_ok=True)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -139,7 +169,13 @@ class RunRecorder:
             remove(metrics)
             remove(run_dir / SAMPLES)  # a link or a file planted at its name too, never followed
         make_dir(run_dir / SAMPLES, run_dir)  # a link there (on a resume) is refused in one line
-        os.close(open_append(run_dir / RUN_LOG))  # a run.log that cannot be appended to: one line now
+        remove_stray_tmp(run_dir)
+        try:
+            os.close(open_append(run_dir / RUN_LOG))
+        except UnsafeRecord as exc:  # a link, a folder, a FIFO, another user's, hard-linked:
+            print(f"warning: {exc}: replacing it with a fresh run.log", file=sys.stderr, flush=True)
+            remove(run_dir / RUN_LOG)  # never followed; what it pointed to is left alone
+            os.close(open_append(run_dir / RUN_LOG))
         write_config(run_dir, cfg)
 
     def say(self, prefix: str, line: str, err: bool = False) -> None:
@@ -184,5 +220,7 @@ class RunRecorder:
             import torch  # here, not at the top: reading records needs no torch
 
             state = {**state, "metrics_rows": self.rows}
-            atomic_write(self.dir / CHECKPOINT, lambda f: torch.save(state, f), binary=True)
+            buffer = io.BytesIO()  # serialised first: a full disk is then an OSError of the
+            torch.save(state, buffer)  # write (one line), not torch's 'unexpected pos'
+            atomic_write(self.dir / CHECKPOINT, lambda f: f.write(buffer.getbuffer()), binary=True)
             self.write_meta()  # a killed run's run.json counts its time up to this checkpoint
