@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from confusion_cli.bench import main
+from confusion_cli.bench import BENCH_BACKEND, main
 from confusion_cli.bench.memory import MEMORY_BUDGET_MIB
 from confusion_cli.bench.probes import probe_group_row
 from confusion_cli.bench.sweeps import probe_events, sweep_plan, sweep_seconds
@@ -22,8 +22,10 @@ def test_quick_bench_writes_its_table(tmp_path, capsys):
     names = " ".join(table["name"])
     for part in ("train_throughput mnist", "train_throughput cifar10", "per-example gram",
                  "probe(100 pairs) vs epoch", "group 16 vs 1", "group 8 vs 1",
-                 "smoke sweep depth: 2 runs", "peak memory", "SGD update fused vs in-backward hooks",
-                 "SGD update step vs in-backward hooks", "per-layer method by count vs by timing",
+                 "smoke sweep depth: 2 runs", "peak memory", "mlp4x256 epoch, SGD update fused vs",
+                 "mlp4x256 epoch, SGD update step vs", "cnn100-2 bn+skip epoch, SGD update fused vs",
+                 "cnn100-2 bn+skip epoch, SGD update step vs", "BENCHMARK MODE (cudnn.benchmark=true",
+                 "per-layer method by count vs by timing",
                  "sweep check: every job of a 8-job sweep"):
         assert part in names
     gram = table[table["name"].str.contains("per-example gram")]
@@ -38,6 +40,16 @@ def test_quick_bench_writes_its_table(tmp_path, capsys):
     memory = table[table["name"].str.contains("peak memory")].iloc[0]
     assert 0 < memory["value"] < MEMORY_BUDGET_MIB and bool(memory["goal_met"])  # lower is better
     assert "bench_cpu.csv" in capsys.readouterr().out
+
+
+def test_bench_sections_are_chosen_by_name_and_a_wrong_one_is_one_line(tmp_path, capsys):
+    assert BENCH_BACKEND.deterministic is True and BENCH_BACKEND.tf32 is True  # a run's defaults
+    assert main(["--sections", "gram_method_rows,nope", "--out", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope" in err[0] and "gram_method_rows" in err[0]
+    assert main(["--quick", "--sections", "gram_method_rows", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    table = pd.read_csv(tmp_path / "bench_cpu.csv")
+    assert list(table["name"]) == ["cnn16-2 Gram terms (B=8): per-layer method by count vs by timing"]
 
 
 def test_sweep_plans_follow_the_sweep_configs():

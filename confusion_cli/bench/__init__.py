@@ -14,14 +14,18 @@ this run met it):
   hour), from the measured step and probe times of every architecture they train (``sweeps``);
 - peak memory of the largest paper model (CNN-100-2, BN+skip) with CIFAR-10-sized data, a step
   and a probe, against MEMORY_BUDGET_MIB (``memory``).
-Each section runs inside ``backend.backend`` with a run's training flags (TF32 on, benchmarked
-cuDNN), restored after. Machines here are noisy: ratios taken in one run are what to compare,
-not absolute seconds; the README's table holds the latest numbers of `make bench`.
+Each section runs inside ``backend.backend`` with a run's default flags (TF32 on, deterministic
+cuDNN kernels, no benchmark mode), restored after; one row, labelled BENCHMARK MODE, times an
+epoch with cuDNN's benchmark mode on against them. ``--sections`` picks sections by name (make
+gpu-check's short bench), and the CSV is rewritten after each section, so a bench stopped by a
+time limit keeps the rows it finished. Machines here are noisy: ratios taken in one run are what
+to compare, not absolute seconds; the README's table holds the latest numbers of `make bench`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,8 +41,8 @@ from .sweeps import bench_sweeps
 from .timing import Row, forget_compiled
 from .training import cnn_throughput, mlp_throughput, update_rows
 
-# the training flags of a run; cuDNN benchmarks as in training.bench_config (deterministic=false)
-BENCH_BACKEND = OmegaConf.create({"threads": None, "tf32": True, "deterministic": False})
+# a run's default flags (configs/config.yaml: tf32 true, deterministic true)
+BENCH_BACKEND = OmegaConf.create({"threads": None, "tf32": True, "deterministic": True})
 
 
 def bench_mlp(device: torch.device, quick: bool) -> list[Row]:
@@ -53,13 +57,22 @@ SECTIONS: list[Callable[[torch.device, bool], list[Row]]] = [
     cnn_probe_group, startup_rows]
 
 
-def run_all(device: torch.device, quick: bool) -> pd.DataFrame:
-    """Every section, each inside ``backend.backend`` (flags set, then restored), as one table."""
+SECTION_NAMES = [section.__name__ for section in SECTIONS]
+
+
+def run_all(device: torch.device, quick: bool, sections: list[str] | None = None,
+            csv: Path | None = None) -> pd.DataFrame:
+    """The named sections (all by default), each inside ``backend.backend`` (flags set, then
+    restored), as one table; written to ``csv`` after each section when given."""
     rows: list[Row] = []
     for section in SECTIONS:
+        if sections is not None and section.__name__ not in sections:
+            continue
         with backend.backend(BENCH_BACKEND, device):
             rows += section(device, quick)
         forget_compiled()
+        if csv is not None:
+            pd.DataFrame([r.as_dict() for r in rows]).to_csv(csv, index=False)
     return pd.DataFrame([r.as_dict() for r in rows])
 
 
@@ -69,15 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/bench")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs")
+    parser.add_argument("--sections", help=f"comma-separated, of: {','.join(SECTION_NAMES)} (default: all)")
     args = parser.parse_args(argv)
+    sections = args.sections.split(",") if args.sections else None
+    unknown = sorted(set(sections or []) - set(SECTION_NAMES))
+    if unknown:
+        print(f"error: unknown bench section(s) {', '.join(unknown)}: choose from {', '.join(SECTION_NAMES)}",
+              file=sys.stderr)
+        return 2
     device = backend.resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"bench on {device} ({name}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
-    table = run_all(device, args.quick)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / f"bench_{device.type}.csv", index=False)
+    table = run_all(device, args.quick, sections, csv=out / f"bench_{device.type}.csv")
     with pd.option_context("display.width", 200, "display.max_columns", 20,
                            "display.float_format", lambda v: f"{v:.4g}"):
         print(table.drop(columns=[c for c in table.columns if table[c].isna().all()]).to_string(

@@ -2,13 +2,19 @@
 model and images, and the bench's shared set-up (random images, the tool's data and Trainer).
 
 - MNIST MLP 4x256 (goal on a CPU: TRAIN_SPEEDUP_GOAL times the DataLoader loop's images/s);
-- CIFAR-10 CNN-16-2 with crop + flip (goal on a GPU: GPU_IMAGES_PER_S_GOAL images/s).
+- CIFAR-10 CNN-16-2 with crop + flip (goal on a GPU: GPU_IMAGES_PER_S_GOAL images/s), and the
+  same epoch with cuDNN's benchmark mode on (a labelled row: runs use deterministic kernels);
+- the SGD update applied in backward vs optimizer.step() vs fused SGD, on the MLP and on
+  CNN-100-2 with BN and skips (UPDATE_CNN: 296 parameter tensors, where per-parameter kernel
+  launches show).
+Every case runs with a run's default backend flags (TF32 on, deterministic cuDNN kernels).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from functools import partial
 
 import torch
 import torchvision.datasets as tvd
@@ -17,6 +23,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
+from ..backend import backend
 from ..config import run_config
 from ..data import DATASETS, Data, augment_batch
 from ..models import build_model
@@ -27,13 +34,14 @@ TRAIN_SPEEDUP_GOAL = 5.0  # the tool's loop vs the DataLoader loop, MNIST MLP on
 GPU_IMAGES_PER_S_GOAL = 20_000  # CNN-16-2 on CIFAR-10 on one GPU (issue goal)
 MNIST_STEPS_PER_EPOCH = 60_000 // 128
 MLP = {"name": "mlp", "depth": 4, "width": 256}
+UPDATE_CNN = {"name": "cnn", "depth": 100, "width": 2, "batch_norm": True, "skip": True}
 
 
 def bench_config(model_cfg: dict, batch_size: int = 128, probe: dict | None = None) -> DictConfig:
     """The project's own default config (as `confusion run` composes it, Hydra's node left out)
-    with ``model_cfg``, the batch size and ``probe`` settings merged in; non-deterministic cuDNN."""
+    with ``model_cfg``, the batch size and ``probe`` settings merged in."""
     cfg = run_config([f"model={model_cfg['name']}", "probe=minibatch_pairs"])
-    return OmegaConf.merge(cfg, {"deterministic": False, "model": model_cfg,
+    return OmegaConf.merge(cfg, {"model": model_cfg,
                                  "optim": {"lr": 0.01, "batch_size": batch_size, "milestones": []},
                                  "probe": {"pairs": 100, "batch_size": 128, **(probe or {})}})
 
@@ -141,16 +149,17 @@ def mlp_throughput(device: torch.device, quick: bool) -> tuple[Row, Trainer]:
 
 def cnn_throughput(device: torch.device, quick: bool) -> list[Row]:
     """CIFAR-10 CNN-16-2 with crop + flip augmentation: the tool's epoch vs a DataLoader epoch
-    (RandomCrop(padding=4) + RandomHorizontalFlip + ToTensor + Normalize per image), and on a GPU
-    the tool's images/s against the goal."""
+    (RandomCrop(padding=4) + RandomHorizontalFlip + ToTensor + Normalize per image), then the
+    tool's epoch with cuDNN's benchmark mode on vs the deterministic kernels runs use (on a CPU
+    cuDNN plays no part: the two should agree), and on a GPU the tool's images/s against the goal."""
     gpu = device.type == "cuda"
     size = 8 if quick else 32
     images, labels = fake_images(256 if quick else (10_000 if gpu else 512), (size, size, 3))
     depth = 10 if quick else 16
-    throughput, _ = train_throughput(
+    throughput, trainer = train_throughput(
         device, f"cifar10 cnn{depth}-2, crop+flip", {"name": "cnn", "depth": depth, "width": 2},
         images, labels, dataset_mean_std("cifar10"), augment=True, repeat=1 if gpu or quick else 2)
-    rows = [throughput]
+    rows = [throughput, benchmark_mode_row(trainer, device, f"cnn{depth}-2", 1 if gpu or quick else 2)]
     if gpu:
         rows.append(Row(f"cnn{depth}-2 training images/s vs goal", str(device), throughput.value,
                         "images/s", "GPU goal", GPU_IMAGES_PER_S_GOAL, SHARE, goal=1.0,
@@ -158,21 +167,50 @@ def cnn_throughput(device: torch.device, quick: bool) -> list[Row]:
     return rows
 
 
+def benchmark_mode_row(trainer: Trainer, device: torch.device, name: str, repeat: int) -> Row:
+    """``trainer``'s epoch with cuDNN benchmark mode on (deterministic off) vs the deterministic
+    kernels runs use (deterministic=true, the default), the epochs interleaved; ratio > 1: benchmark
+    mode is faster. Each epoch sets its flags and restores them after (backend.backend)."""
+
+    def epoch_with(deterministic: bool):
+        flags = OmegaConf.create({"threads": None, "tf32": True, "deterministic": deterministic})
+        with backend(flags, device):
+            trainer.train_epoch()
+
+    deterministic, benchmark = interleaved_best_seconds(
+        [partial(epoch_with, True), partial(epoch_with, False)], device, repeat)
+    return Row(f"{name} epoch, BENCHMARK MODE (cudnn.benchmark=true, deterministic=false) vs "
+               "deterministic", str(device), benchmark, "s", "deterministic kernels (runs' default)",
+               deterministic, note="ratio > 1: benchmark mode is faster; runs do not use it")
+
+
+def update_case(name: str, model_cfg: dict, data: Data, batch_size: int, device: torch.device,
+                repeat: int) -> list[Row]:
+    """An epoch with the plain-SGD update applied in backward (the default) vs optimizer.step()
+    (optim.update=step) and vs torch's fused SGD (optim.update=fused), same model, data and
+    batch size, the epochs interleaved; ratio > 1: the alternative is faster."""
+    cfg = bench_config(model_cfg, batch_size)
+    trainers = {update: Trainer.from_config(OmegaConf.merge(cfg, {"optim": {"update": update}}), data, device)
+                for update in ("hooks", "step", "fused")}
+    hooks, *others = interleaved_best_seconds([t.train_epoch for t in trainers.values()], device, repeat)
+    return [Row(f"{name} epoch, SGD update {update} vs in-backward hooks", str(device), other,
+                "s", "hooks (the default)", hooks, note="ratio > 1: faster than the hooks")
+            for update, other in zip(("step", "fused"), others)]
+
+
 def update_rows(device: torch.device, quick: bool) -> list[Row]:
-    """MNIST MLP 4x256: an epoch with the plain-SGD update applied in backward (the default) vs
-    optimizer.step() (optim.update=step) and vs torch's fused SGD (optim.update=fused), the
-    epochs interleaved; ratio > 1: the alternative is faster. On CUDA this is the measurement
-    that decides whether the default should become fused."""
+    """The three SGD updates on the MNIST MLP 4x256 (10 parameter tensors) and on CNN-100-2 with
+    BN and skips (296): on CUDA the measurement that decides whether the default should become
+    fused. The CNN's epoch is CIFAR-10-sized batches on a GPU; on a CPU a small one (16x16
+    images, 8 steps of 32; quick: 8x8, 4 steps of 8), where a step of the deep net takes seconds."""
     images, labels = fake_images(2048 if quick else 20_000, (28, 28))
     data = device_data(images, labels, dataset_mean_std("mnist"), False, device)
-    trainers = {update: Trainer.from_config(OmegaConf.merge(bench_config(MLP), {"optim": {"update": update}}),
-                                            data, device) for update in ("hooks", "step", "fused")}
-    seconds = interleaved_best_seconds([t.train_epoch for t in trainers.values()], device,
-                                       2 if quick else 5)
-    hooks = seconds[0]
-    return [Row(f"mlp4x256 epoch, SGD update {update} vs in-backward hooks", str(device), other,
-                "s", "hooks (the default)", hooks, note="ratio > 1: faster than the hooks")
-            for update, other in zip(("step", "fused"), seconds[1:])]
+    rows = update_case("mlp4x256", MLP, data, 128, device, 2 if quick else 5)
+    gpu = device.type == "cuda"
+    batch, steps, size = (128, 16, 32) if gpu else ((8, 4, 8) if quick else (32, 8, 16))
+    cnn_data = cifar_like(device, batch * steps, size=size)
+    return rows + update_case("cnn100-2 bn+skip", UPDATE_CNN, cnn_data, batch, device,
+                              1 if quick else (5 if gpu else 2))
 
 
 def step_seconds(trainer: Trainer, device: torch.device, steps: int) -> float:
