@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 CONFUSION := $(BIN)/confusion
 OUT ?= outputs
 
-.PHONY: install test test-fast lint demo figures claims bench gpu-check paper-depth paper-width paper-bn-skip clean
+.PHONY: install test test-fast lint demo figures claims bench wheelhouse gpu-check paper-depth paper-width paper-bn-skip clean
 
 install:  ## virtual environment with the package (editable) and the test tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'
+	$(MAKE) wheelhouse
 	@echo "installed: activate with 'source $(VENV)/bin/activate', then run 'confusion --help'"
 
 test:  ## lint and the whole test suite (CPU only, no network)
@@ -51,8 +52,13 @@ claims:  ## every shipped claim decided from the committed records (docs/records
 bench:  ## speed and memory ratios against baselines timed in the same run
 	$(BIN)/python -m confusion_cli.bench --out $(OUT)/bench
 
-gpu-check:  ## the CUDA path on a GPU machine: pytest -m cuda, the bench, a timed quick depth sweep
-	$(BIN)/python -m confusion_cli.gpu_check --out $(OUT)/gpu-check
+wheelhouse:  ## wheelhouse/: this project's wheel + the pure-Python packages an offline GPU node lacks
+	$(BIN)/python -m confusion_cli.wheelhouse --out wheelhouse
+
+# the venv's Python when there is one, else the system's (an offline GPU node: README)
+CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:  ## the CUDA path on a GPU machine in 8 minutes: pytest -m cuda, a bench, a small timed sweep
+	$(CHECK_PYTHON) -m confusion_cli.gpu_check --out $(OUT)/gpu-check
 
 paper-depth:  ## Fig 2 at the paper's scale (hundreds of GPU-hours: use a cluster launcher)
 	$(CONFUSION) run +sweep=depth scale=paper
