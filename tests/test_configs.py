@@ -24,7 +24,8 @@ def test_every_group_option_composes(group):
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", [s if s == "smoke" else pytest.param(s, marks=pytest.mark.slow)
+                                   for s in SCALES])  # every sweep at smoke scale in the fast subset
 def test_every_sweep_composes_at_every_scale(sweep, scale):
     cfg = config.compose([f"+sweep={sweep}", f"scale={scale}"])
     assert str(cfg.hydra.mode).endswith("MULTIRUN")

@@ -77,6 +77,7 @@ def composed(overrides: list[str]):
 MOVED = {"hessian.": "extra_probes.hessian.", "rank.rtol": "extra_probes.rank.rtol"}
 
 
+@pytest.mark.slow
 def test_config_hashes_are_those_of_the_code_before_the_redesign():
     """tests/fixtures/config_hashes.json was written by the code before the probe redesign:
     every sweep at smoke and paper scale, extra probes and their settings, the probe modes."""
@@ -154,6 +155,7 @@ def test_a_probe_is_found_by_name_from_its_own_file_and_config():
         probes.check(cfg.probe, OmegaConf.create({"grad_norm": {"batches": 1, "batch_size": 99}}), 50)
 
 
+@pytest.mark.slow
 def test_a_record_written_before_the_redesign_is_found_skipped_and_plotted(tmp_path, monkeypatch, capsys):
     """tests/fixtures/old_record: a run made by the code before the redesign (extra_probes as a
     list, rank and hessian settings at the root). Its config still hashes to the hash it claims,

@@ -26,6 +26,7 @@ def tiny_run(overrides: list[str], data_dir) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group, option", [(g, o) for g in ("dataset", "model", "probe", "scale", "optim",
                                                              "extra_probes") for o in config.options(g)])
 def test_every_option_trains_and_probes(tmp_path, no_md5, group, option):

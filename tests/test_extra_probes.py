@@ -135,6 +135,7 @@ def trained_trainer(model: list[str]) -> Trainer:
     return trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_extra_probes_leave_model_grads_and_modes_unchanged(model):
     trainer = trained_trainer(model)
@@ -173,6 +174,7 @@ def test_unknown_extra_probe_is_one_line_with_the_choices():
         probes.build(cfg.probe, {"nope": {}})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_example_pairs_is_the_naive_gram_of_a_fixed_subset(model):
     trainer = trained_trainer(model)

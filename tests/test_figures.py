@@ -166,6 +166,7 @@ def assert_written(paths, stem):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
+@pytest.mark.slow
 def test_depth_figure_draws_each_depth_at_its_selected_lr(tmp_path):
     depth_sweep(tmp_path / "runs")
     paths = draw("depth", records.load(tmp_path / "runs"), tmp_path / "fig", "fig2")
@@ -186,6 +187,7 @@ def test_depth_figure_draws_each_depth_at_its_selected_lr(tmp_path):
         assert np.trapezoid(rows["mean"], rows["x"]) == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.slow
 def test_width_figure_draws_one_curve_per_width(tmp_path):
     width_sweep(tmp_path / "runs")
     paths = draw("width", records.load(tmp_path / "runs"), tmp_path / "fig", "fig3")
@@ -195,6 +197,7 @@ def test_width_figure_draws_one_curve_per_width(tmp_path):
     assert cos.query("epoch == 1")["mean"].tolist() == pytest.approx([-0.2, -0.2])
 
 
+@pytest.mark.slow
 def test_bn_skip_figure_plots_final_metrics_against_depth(tmp_path):
     bn_skip_sweep(tmp_path / "runs")
     paths = draw("bn_skip", records.load(tmp_path / "runs"), tmp_path / "fig", "fig4")
@@ -233,6 +236,7 @@ def test_linreg_figure_compares_under_and_over_parameterised(tmp_path):
     assert cos.loc[120, "std"] == pytest.approx(np.std([-0.4, -0.39, -0.38], ddof=1))
 
 
+@pytest.mark.slow
 def test_an_architecture_diverged_at_every_lr_is_drawn_nowhere_but_noted(tmp_path):
     depth_sweep(tmp_path / "runs")
     for lr in (0.01, 0.03):
@@ -244,6 +248,7 @@ def test_an_architecture_diverged_at_every_lr_is_drawn_nowhere_but_noted(tmp_pat
     assert "diverged or failed at every LR" in deep["note"].iloc[0]
 
 
+@pytest.mark.slow
 def test_several_datasets_give_one_figure_each(tmp_path):
     depth_sweep(tmp_path / "runs", sweep="depth_mnist", dataset="mnist", model="mlp")
     depth_sweep(tmp_path / "runs", sweep="depth_mnist", dataset="digits", model="mlp")
@@ -252,6 +257,7 @@ def test_several_datasets_give_one_figure_each(tmp_path):
         f"fig2_depth_mnist_digits_{MINIBATCH}.png", f"fig2_depth_mnist_mnist_{MINIBATCH}.png"]
 
 
+@pytest.mark.slow
 def test_curves_figure_shows_every_configuration(tmp_path):
     depth_sweep(tmp_path / "runs")
     paths = figures.curves_figure(records.load(tmp_path / "runs"), tmp_path / "fig")
@@ -265,6 +271,7 @@ def test_curves_figure_shows_every_configuration(tmp_path):
     assert diverged["epoch"].tolist() == [0, 1] and diverged["diverged"].tolist() == [False, True]
 
 
+@pytest.mark.slow
 def test_plot_all_draws_every_sweep_and_skips_a_corrupt_run(tmp_path):
     runs = tmp_path / "runs"
     depth_sweep(runs / "depth")
@@ -289,6 +296,7 @@ def test_plot_all_draws_every_sweep_and_skips_a_corrupt_run(tmp_path):
     assert corrupt["run_dir"].nunique() == 1  # the run with the corrupt run.json is left out
 
 
+@pytest.mark.slow
 def test_runs_outside_a_sweep_are_recognised_by_what_varies(tmp_path):
     for depth, seed in itertools.product((2, 4), (0, 1)):
         write_run(tmp_path / "runs" / f"{depth}_{seed}",
@@ -334,6 +342,7 @@ def add_step_rows(run_dir, every=2):
     records.write_csv(run_dir / records.METRICS, merged)
 
 
+@pytest.mark.slow
 def test_step_level_probes_get_their_figure_and_leave_the_epoch_figures_alone(tmp_path):
     depth_sweep(tmp_path / "runs")
     before = figures.plot_all(records.load(tmp_path / "runs"), tmp_path / "before")

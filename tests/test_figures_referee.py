@@ -70,6 +70,7 @@ def fixed_depth_sweep(root):
 
 
 # -- 1. confusion against training loss ---------------------------------------------------------
+@pytest.mark.slow
 def test_conf_vs_loss_plots_each_estimator_against_the_training_loss(tmp_path, saved):
     fixed_depth_sweep(tmp_path / "runs")
     paths = draw("depth", records.load(tmp_path / "runs"), tmp_path / "fig", "conf_vs_loss")
@@ -108,6 +109,7 @@ def test_conf_vs_loss_is_registered_for_every_sweep_of_figures_2_to_4():
     assert figures.registry.figure_name(figures.FIGURES["bn_skip_fmnist_cnn"][0]) == "fig4_bn_skip_fmnist_cnn"
 
 
+@pytest.mark.slow
 def test_eta_is_zero_for_a_run_whose_pairs_are_all_aligned(tmp_path):
     for seed in (0, 1):  # min_inner > 0 at epochs 0 and 2: every pair aligned, eta = 0 (never |min_inner|)
         write_run(tmp_path / "runs" / f"r{seed}", config(seed=seed), [2.3, 1.0, 0.5],
@@ -118,6 +120,7 @@ def test_eta_is_zero_for_a_run_whose_pairs_are_all_aligned(tmp_path):
 
 
 # -- 2. fixes ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cosine_bands_are_clipped_and_cosine_axes_stay_within_one(tmp_path, saved):
     for seed, final in itertools.product((0, 1), (0.2, 0.3)):  # seeds far apart: std > 1
         cos = [-0.95, 0.95 if seed else -1.0, -0.99 if seed else 0.99]
@@ -164,6 +167,7 @@ def test_curves_has_a_panel_row_per_architecture_and_clips_diverged_runs(tmp_pat
     assert "LR grid searched: {0.01, 0.03, 0.1}" in footer(fig)
 
 
+@pytest.mark.slow
 def test_estimator_names_the_file_and_the_title(tmp_path, saved):
     for (mode, extra), depth, seed in itertools.product(
             [("minibatch_pairs", {"pairs": 100}), ("per_example", {"examples": 256, "bn_mode": "eval"}),
@@ -179,6 +183,7 @@ def test_estimator_names_the_file_and_the_title(tmp_path, saved):
     assert "all pairs of 20 mini-batches of 128" in title(saved["fig2_depth_all-pairs-20x128"])
 
 
+@pytest.mark.slow
 def test_footers_name_the_lr_grid_searched_and_define_the_symbols(tmp_path, saved):
     depth_sweep(tmp_path / "runs")
     draw("depth", records.load(tmp_path / "runs"), tmp_path / "fig", "")
@@ -189,6 +194,7 @@ def test_footers_name_the_lr_grid_searched_and_define_the_symbols(tmp_path, save
     assert "η = max(0, −min pairwise inner product" in footer(loss)
 
 
+@pytest.mark.slow
 def test_fig4_labels_every_point_with_its_lr_on_a_log_depth_axis(tmp_path, saved):
     for bn, skip, depth, lr in itertools.product((False, True), (False, True), (10, 16), (0.01, 0.1)):
         final = 0.1 * depth / 10 + (0.0 if (lr == 0.1) == skip else 0.2)  # skip nets prefer lr 0.1
@@ -252,6 +258,7 @@ def test_hessian_title_says_what_the_data_show(tmp_path, saved):
     assert "falls" not in title(saved["hessian_width"]).split(";")[0]
 
 
+@pytest.mark.slow
 def test_probe_steps_names_its_lr(tmp_path, saved):
     from test_figures import add_step_rows
 
@@ -263,6 +270,7 @@ def test_probe_steps_names_its_lr(tmp_path, saved):
     assert "LR grid searched: {0.01, 0.03}" in footer(saved["probe_steps"])
 
 
+@pytest.mark.slow
 def test_every_figure_fits_a_paper_page_with_its_legend_inside_and_plain_ticks(tmp_path, saved):
     fixed_depth_sweep(tmp_path / "runs")
     figures.plot_all(records.load(tmp_path / "runs"), tmp_path / "fig")
@@ -286,6 +294,7 @@ def test_every_figure_fits_a_paper_page_with_its_legend_inside_and_plain_ticks(t
                     assert axis.get_offset_text().get_text() == "", (stem, ax.get_title())
 
 
+@pytest.mark.slow
 def test_a_csv_of_a_fixed_subset_figure_holds_its_own_columns(tmp_path):
     fixed_depth_sweep(tmp_path / "runs")
     data = read(draw("depth", records.load(tmp_path / "runs"), tmp_path / "fig", "fig2")[5])

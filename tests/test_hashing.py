@@ -73,6 +73,7 @@ def add_keys(root: Path) -> None:
         append(root / "extra_probes" / f"{name}.yaml", "  new_setting: [1, 2]\n")
 
 
+@pytest.mark.slow
 def test_adding_keys_with_defaults_changes_none_of_the_fixed_hashes(tmp_path, monkeypatch):
     root = config_tree(tmp_path, monkeypatch, add_keys)
     cases = fixture_cases()
@@ -104,6 +105,7 @@ def change_defaults(root: Path) -> None:
     hessian.write_text(hessian.read_text().replace("iters: 20", "iters: 30"))
 
 
+@pytest.mark.slow
 def test_a_changed_default_changes_only_the_hashes_of_runs_that_use_it(tmp_path, monkeypatch):
     """rank's rtol and hessian's iters get new defaults: the runs that choose the probe at its
     default get new hashes; the others (the probe not chosen, or its setting set) keep theirs."""
@@ -120,6 +122,7 @@ def test_a_changed_default_changes_only_the_hashes_of_runs_that_use_it(tmp_path,
     assert 0 < changed < len(cases)
 
 
+@pytest.mark.slow
 def test_a_key_added_later_is_left_out_at_its_first_default(tmp_path, monkeypatch):
     """probe.schedule came after the first release with the default epoch: were its default
     changed, runs at epoch keep their hashes (FIRST_DEFAULTS) and runs at the new default differ."""

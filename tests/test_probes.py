@@ -134,6 +134,7 @@ def test_fast_gram_matches_naive_loop(name):
             assert_close(sum(layer_gram(c, chunk_size, method) for c in captured), expected)
 
 
+@pytest.mark.slow
 def test_per_example_gram_chunking_does_not_change_the_result():
     model, loss_fn, x, y = build("resnet_bn", batch=10)
     full = probes.per_example_gram(model, loss_fn, x, y)
@@ -210,6 +211,7 @@ def test_minibatch_pair_stats_matches_a_plain_loop(mode):
     assert stats["n_pairs"] == 3 and stats["min_cos"] == pytest.approx(cos.min().item(), rel=RTOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, mode", [("mlp", "eval"), ("cnn", "eval"), ("resnet_bn", "eval"),
                                         ("resnet_bn", "train"), ("mlp_bn_skip", "train")])
 @pytest.mark.parametrize("group", [2, 3, 4, 16])
@@ -248,6 +250,7 @@ def test_group_size_budget_and_errors(monkeypatch):
             pairs.group_size(big, bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [None, 1, 2, 4])
 @pytest.mark.parametrize("mode", probes.BN_MODES)
 def test_all_pairs_stats_matches_a_plain_loop(chunk_size, mode):
@@ -306,6 +309,7 @@ def snapshot(model: nn.Module):
             [m.training for m in model.modules()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, bn_mode", [(m, "eval") for m in probes.MODES]
                          + [("minibatch_pairs", "train"), ("all_pairs", "train")])
 def test_confusion_probe_changes_nothing_and_is_deterministic(mode, bn_mode):

@@ -99,6 +99,7 @@ def test_a_planted_run_is_not_loaded_and_does_not_win_lr_selection(tmp_path, mon
     assert selection["optim.lr"].tolist() == [0.03]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plant", ["edited_config", "another_user"])
 def test_status_and_plot_skip_a_planted_run_with_one_line(tmp_path, monkeypatch, capsys, plant):
     root = shared_root(tmp_path)
@@ -139,6 +140,7 @@ def snapshot(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_launch_id_holding_another_config_is_one_line_and_nothing_is_written(workdir, capsys):
     assert cli.main(["run", *TINY, "launch_id=exp1", "optim.lr=0.05"]) == 0
     folder = workdir / "outputs" / "runs" / "exp1"
@@ -329,6 +331,7 @@ def interrupted_run(root, launch_id="first"):
     return folder
 
 
+@pytest.mark.slow
 def test_an_interrupted_runs_lock_held_by_another_process_is_not_a_silent_skip(workdir, capsys):
     folder = interrupted_run(workdir / "outputs")
     holder = hold(folder / ".lock")  # a process that is not the run (it names no pid)

@@ -50,6 +50,7 @@ def jobs_of(overrides: list[str]):
     return cfg, overrides, config.sweep_jobs(hydra_cfg, overrides)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [
     ["+sweep=bn_skip_fmnist", "scale=smoke", "optim.lr=0.1,0.2"],  # grid x the command line
     ["model=mlp,cnn", "model.depth=10,16", "extra_probes=[],[rank]", "probe.pairs=3"],  # group choices

@@ -6,6 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from confusion_cli import cli, records
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_writes_what_the_records_hold(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CONFUSION_OUTPUTS", str(tmp_path / "outputs"))

@@ -58,6 +58,7 @@ def composed(*overrides: str):
                               "probe=minibatch_pairs", "probe.pairs=3", "probe.batch_size=16", *overrides])
 
 
+@pytest.mark.slow
 def test_update_in_backward_is_torch_sgd_bit_for_bit():
     """Plain SGD applied in backward = a hook-free torch.optim.SGD loop, across an LR milestone."""
     cfg = composed("optim.milestones=[1]", "optim.gamma=0.1")
@@ -78,6 +79,7 @@ def test_update_in_backward_is_torch_sgd_bit_for_bit():
     assert all(p.grad is None for p in fast.model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("update", ["step", "fused"])
 def test_the_other_update_paths_are_torch_sgd_too(update):
     """optim.update=step (optimizer.step()) is the reference bit for bit; fused (torch's
@@ -121,6 +123,7 @@ def test_a_backward_pass_outside_a_step_updates_nothing():
     assert any(not torch.equal(a, b) for a, b in zip(before, params(t)))
 
 
+@pytest.mark.slow
 def test_momentum_and_weight_decay_take_the_optimizer_path():
     t = trainer("optim.momentum=0.9", "optim.weight_decay=0.0005")
     assert not t.update_in_backward
@@ -130,6 +133,7 @@ def test_momentum_and_weight_decay_take_the_optimizer_path():
     assert t.optimizer.state  # momentum buffers: optimizer.step() ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", ["minibatch_pairs", "all_pairs", "per_example"])
 def test_probing_never_updates_the_weights(probe):
     """The probes' own backward passes run with the update hooks installed: weights stay put."""
@@ -158,6 +162,7 @@ def test_max_steps_stops_mid_epoch_and_counts_only_steps_taken():
     assert t.step == 4 and math.isnan(again["train_loss"]) and math.isnan(again["train_acc"])
 
 
+@pytest.mark.slow
 def test_a_probe_follows_the_last_step_when_max_steps_ends_the_run_mid_epoch():
     """max_steps=15 of 6-step epochs ends the run in epoch 3: its row is the last, carries a probe
     though probe.every=5 does not ask for one, and no checkpoint follows it; the bench counts the
