@@ -17,5 +17,7 @@ confusion run +sweep=bn_skip_fmnist_cnn $P $J model.batch_norm=false model.skip=
     optim.lr=0.003,0.01,0.03,0.1
 confusion run +sweep=bn_skip_fmnist_cnn $P $J model.batch_norm=true model.skip=false,true model.depth=22 \
     optim.lr=0.03,0.1,0.3
+# BN at depth 22 chose 0.3, the grid's edge: the grid is extended upwards (both BN variants)
+confusion run +sweep=bn_skip_fmnist_cnn $P $J model.batch_norm=true model.skip=false,true model.depth=22 optim.lr=1.0
 # skip at depth 10 chose 0.1, the grid's edge: the grid is extended upwards there
 confusion run +sweep=bn_skip_fmnist_cnn $P $J model.batch_norm=false model.skip=true model.depth=10 optim.lr=0.3,1.0
