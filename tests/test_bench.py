@@ -52,6 +52,11 @@ def test_bench_sections_are_chosen_by_name_and_a_wrong_one_is_one_line(tmp_path,
     assert list(table["name"]) == ["cnn16-2 Gram terms (B=8): per-layer method by count vs by timing"]
 
 
+def test_a_sweep_of_arms_is_planned_arm_by_arm():
+    _, archs = sweep_plan("bn_skip_fmnist_cnn", "smoke")  # sweep.arm picks variant, depth and LR
+    assert archs == [(10, 1, False, False), (10, 1, False, True), (16, 1, True, False), (16, 1, True, True)]
+
+
 def test_sweep_plans_follow_the_sweep_configs():
     cfg, archs = sweep_plan("bn_skip", "paper")
     assert len(archs) == 5 * 2 * 2 * 6 * 5  # seeds x BN x skip x depths x LRs

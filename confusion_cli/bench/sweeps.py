@@ -11,7 +11,7 @@ import math
 
 import torch
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .. import probes
 from ..config import compose, sweep_values
@@ -34,10 +34,12 @@ def sweep_plan(sweep: str, scale: str) -> tuple[DictConfig, list[Arch]]:
     axes = {key: [yaml.safe_load(v) for v in sweep_values(f"{key}={value}")]
             for key, value in cfg.hydra.sweeper.params.items()}
     archs = []
+    base = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     for combo in itertools.product(*axes.values()):
-        run = dict(zip(axes, combo))
-        model = {k: run.get(f"model.{k}", cfg.model[k]) for k in ("depth", "width", "batch_norm", "skip")}
-        archs.append((model["depth"], model["width"], model["batch_norm"], model["skip"]))
+        job = base.copy()  # each job's own values, so a sweep of arms (sweep.arm) resolves per arm
+        for key, value in zip(axes, combo):
+            OmegaConf.update(job, key, value, force_add=True)
+        archs.append((job.model.depth, job.model.width, job.model.batch_norm, job.model.skip))
     return cfg, archs
 
 
