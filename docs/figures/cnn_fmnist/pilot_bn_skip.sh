@@ -19,5 +19,7 @@ confusion run +sweep=bn_skip_fmnist_cnn $P $J model.batch_norm=true model.skip=f
     optim.lr=0.03,0.1,0.3
 # BN at depth 22 chose 0.3, the grid's edge: the grid is extended upwards (both BN variants)
 confusion run +sweep=bn_skip_fmnist_cnn $P $J model.batch_norm=true model.skip=false,true model.depth=22 optim.lr=1.0
+# BN+skip at depth 22 then chose 1.0, the new edge. A run at 3.0 was started and cut for CPU time
+# (its record is interrupted): BN+skip runs at 1.0, the edge of its grid.
 # skip at depth 10 chose 0.1, the grid's edge: the grid is extended upwards there
 confusion run +sweep=bn_skip_fmnist_cnn $P $J model.batch_norm=false model.skip=true model.depth=10 optim.lr=0.3,1.0
