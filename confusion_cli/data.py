@@ -7,12 +7,18 @@ synthetic sets as float32 (N, D) rows on the unit sphere.
 
 from __future__ import annotations
 
+import bz2
+import errno
 import gzip
+import io
+import lzma
 import os
 import shutil
 import socket
+import stat
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ import torchvision.datasets as tvd
 from omegaconf import OmegaConf
 
 from .errors import DataError, is_count
+from .records.safe import UnsafeRecord, kind, open_file
 from .records.writer import fsync_directory
 
 ASSETS = Path(__file__).parent / "assets"
@@ -395,8 +402,9 @@ def fetch(name: str, data_dir: str | os.PathLike,
     """Make dataset `name` ready under `data_dir` (torchvision's layout) and verify it.
 
     With `from_dir`, import files the user already has (MNIST-style `*-ubyte[.gz]` files;
-    CIFAR's official `.tar.gz` archive or its extracted directory); without, download.
-    Returns the dataset directory. Bundled and synthetic sets need nothing: returns `data_dir`.
+    CIFAR's official `.tar.gz` archive or its extracted directory): verified in a staging folder,
+    then installed (``_import``); without, download. Returns the dataset directory. Bundled and
+    synthetic sets need nothing: returns `data_dir`.
     """
     spec = _spec(name)
     root = Path(data_dir)
@@ -405,45 +413,158 @@ def fetch(name: str, data_dir: str | os.PathLike,
         return root
     if from_dir is not None:
         _import(name, spec, root, Path(from_dir))
-    else:
-        try:
-            _download(spec, root)
-        except Exception as e:
-            local = [Path(d) for d in spec.system_dirs if Path(d).is_dir()]
-            if not local:
-                raise DataError(f"could not download {name} ({type(e).__name__}); on a machine "
-                                f"without network, run `confusion data {name} --from DIR` with "
-                                f"DIR holding the official archives") from e
-            _import(name, spec, root, local[0])
-    x_tr, _, x_te, _ = _read_raw(name, spec, root)
-    if (len(x_tr), len(x_te)) != spec.sizes:
-        raise DataError(f"{name} under {_layout_dir(spec, root)} has {len(x_tr)} train / "
-                        f"{len(x_te)} test images, expected {spec.sizes[0]} / {spec.sizes[1]}; "
-                        f"import complete archives with `confusion data {name} --from DIR`")
+        return _layout_dir(spec, root)
+    try:
+        _download(spec, root)
+    except Exception as e:
+        local = [Path(d) for d in spec.system_dirs if Path(d).is_dir()]
+        if not local:
+            raise DataError(f"could not download {name} ({type(e).__name__}); on a machine "
+                            f"without network, run `confusion data {name} --from DIR` with "
+                            f"DIR holding the official archives") from e
+        _import(name, spec, root, local[0])
+        return _layout_dir(spec, root)
+    _verify(name, spec, root)
     return _layout_dir(spec, root)
 
 
-def _import(name: str, spec: DatasetSpec, root: Path, src: Path) -> None:
-    """Import into a fresh staging folder under ``root``, then move each file into place.
+def _verify(name: str, spec: DatasetSpec, root: Path) -> None:
+    """The dataset under ``root`` reads, and holds its official numbers of images."""
+    x_tr, _, x_te, _ = _read_raw(name, spec, root)
+    if (len(x_tr), len(x_te)) != spec.sizes:
+        raise DataError(f"{name} from the import has {len(x_tr)} train / {len(x_te)} test images, "
+                        f"expected {spec.sizes[0]} / {spec.sizes[1]}; import complete archives "
+                        f"with `confusion data {name} --from DIR`")
 
-    Links are refused on both sides: in ``src`` (a link could point anywhere) and on the way to a
-    destination under ``root``; a file at the destination, a planted link included, is replaced,
-    never written through. The staging folder, with whatever an error left in it (extracted
-    archive members too), is removed in every case."""
-    if not src.exists():
-        raise DataError(f"--from {src} does not exist; point it at the directory holding "
-                        f"the {name} archives")
-    links = [p for p in [src, *(src.rglob("*") if src.is_dir() else [])] if p.is_symlink()]
-    if links:
-        raise DataError(f"--from {src}: {links[0]} is a symbolic link; copy the real archives "
-                        "into a folder and import from there")
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".import-"))
+
+# The most an import may unpack, per dataset kind: the official files are 55 MB (MNIST-style,
+# uncompressed) and 178 / 179 MB (CIFAR-10 / -100, extracted). A gzip or tar bomb is stopped
+# when its unpacked bytes pass the cap, while it is being unpacked, before more is written.
+IMPORT_CAP = {"idx": 128 << 20, "cifar": 512 << 20}
+IMPORT_MEMBERS_CAP = 1000  # members of a CIFAR archive (the official ones hold 8 and 5)
+STAGING_PREFIX = ".import-"
+_CHUNK = 1 << 20
+
+
+def _import_cap(name: str) -> int:
+    return IMPORT_CAP["cifar" if name.startswith("cifar") else "idx"]
+
+
+def _mib(n: int) -> str:
+    return f"{n >> 20} MiB"
+
+
+class _Budget:
+    """The bytes an import may still write; ``take`` refuses (one line, naming the cap) the chunk
+    that passes it."""
+
+    def __init__(self, name: str, cap: int, slack: int = 0):
+        self.name, self.cap, self.limit, self.used = name, cap, cap + slack, 0
+
+    def take(self, n: int, source: Path) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise DataError(f"{source} unpacks to more than {_mib(self.cap)}, the import cap for "
+                            f"{self.name} (data.IMPORT_CAP): it is not the official file; stopped "
+                            "while unpacking, nothing installed")
+
+
+def _full_disk(exc: OSError, path: Path) -> DataError | None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DataError(f"disk full at {path} ({exc.strerror}): free some space, or import into "
+                         "another folder with --data-dir PATH; nothing was installed")
+    return None
+
+
+def _copy_stream(fin: Any, dest: Path, budget: _Budget, source: Path) -> None:
+    """Copy ``fin`` into the new file ``dest`` in chunks, within ``budget``."""
+    with open(dest, "xb") as fout:
+        while chunk := fin.read(_CHUNK):
+            budget.take(len(chunk), source)
+            try:
+                fout.write(chunk)
+            except OSError as exc:
+                raise (_full_disk(exc, dest) or exc) from None
+
+
+def _open_source(path: Path) -> Any:
+    """A binary file object of the regular file ``path`` of the source: never through a link,
+    never blocking on a FIFO (one line for either)."""
     try:
-        if name.startswith("cifar"):
-            _import_cifar(name, spec, staging, src)
+        fd, _ = open_file(path, owner=False)
+    except UnsafeRecord as exc:
+        raise DataError(f"--from: {exc}; copy the real archives into a folder and import from "
+                        "there") from None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _check_source(src: Path) -> None:
+    """Refuse a source that is, or holds, anything but folders and regular files (a link, a FIFO,
+    a device), in one line, before anything is written."""
+    try:
+        mode = os.lstat(src).st_mode
+    except FileNotFoundError:
+        raise DataError(f"--from {src} does not exist; point it at the directory holding "
+                        "the archives") from None
+    entries = [src]
+    if stat.S_ISDIR(mode):
+        entries += sorted(src.rglob("*"))
+    for path in entries:
+        mode = os.lstat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise DataError(f"--from {src}: {path} is {kind(mode)}; copy the real archives into "
+                            "a folder and import from there")
+
+
+def _remove_stale_staging(root: Path) -> None:
+    """Remove the staging folders of imports that are no longer running (killed mid-import): a
+    folder ``.import-PID-*`` whose process is gone on this host, or one without a pid."""
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(STAGING_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(STAGING_PREFIX):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # that import is still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        path = root / name
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
         else:
-            _import_idx(name, spec, staging, src)
+            path.unlink(missing_ok=True)
+
+
+def _import(name: str, spec: DatasetSpec, root: Path, src: Path) -> None:
+    """Verify, then install: unpack into a fresh staging folder under ``root`` within the size cap
+    (``IMPORT_CAP``), read the dataset there and check its numbers of images, and only then move
+    each file into place, one rename per file. A failed import installs nothing, so good data is
+    never replaced by bad.
+
+    Links, FIFOs and devices are refused in ``src``, links among an archive's members too, and on
+    the way to a destination under ``root``; a file at the destination, a planted link included,
+    is replaced, never written through. The staging folder is removed in every case, and those of
+    killed imports at the next import."""
+    _check_source(src)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(root)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
+    except OSError as exc:
+        raise (_full_disk(exc, root) or exc) from None
+    try:
+        budget = _Budget(name, _import_cap(name))
+        if name.startswith("cifar"):
+            _import_cifar(name, spec, staging, src, budget)
+        else:
+            _import_idx(name, spec, staging, src, budget)
+        _verify(name, spec, staging)
         _install(staging, root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -460,7 +581,10 @@ def _install(staging: Path, root: Path) -> None:
             if folder.is_symlink():
                 raise DataError(f"{folder} is a symbolic link; remove it (data is never written "
                                 "through a link) and import again")
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise (_full_disk(exc, folder) or exc) from None
         os.replace(path, target)
         fsync_directory(folder)  # the rename survives a crash
 
@@ -471,7 +595,7 @@ def _idx_key(path: Path) -> str:
     return stem.replace(".", "-")
 
 
-def _import_idx(name: str, spec: DatasetSpec, root: Path, src: Path) -> None:
+def _import_idx(name: str, spec: DatasetSpec, root: Path, src: Path, budget: _Budget) -> None:
     """Copy the four IDX files found anywhere under `src` into <folder>/raw/, un-gzipped."""
     found: dict[str, Path] = {}
     for p in sorted(src.rglob("*")) if src.is_dir() else [src]:
@@ -485,44 +609,127 @@ def _import_idx(name: str, spec: DatasetSpec, root: Path, src: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for key, p in found.items():
         try:
-            with (gzip.open(p) if _is_gzip(p) else open(p, "rb")) as fin, open(dest / key, "xb") as fout:
-                shutil.copyfileobj(fin, fout)
-        except (OSError, EOFError) as e:
-            raise DataError(f"cannot read {p} ({e}); replace it with an intact copy") from e
+            with _open_source(p) as raw:
+                gz = raw.read(2) == b"\x1f\x8b"
+                raw.seek(0)
+                with gzip.GzipFile(fileobj=raw) if gz else raw as fin:
+                    _copy_stream(fin, dest / key, budget, p)
+        except (OSError, EOFError, zlib.error) as e:
+            if isinstance(e, OSError) and (full := _full_disk(e, dest / key)):
+                raise full from None
+            raise DataError(f"cannot read {p} ({_one_line(e)}); replace it with an intact "
+                            "copy") from None
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
-def _import_cifar(name: str, spec: DatasetSpec, root: Path, src: Path) -> None:
+def _import_cifar(name: str, spec: DatasetSpec, root: Path, src: Path, budget: _Budget) -> None:
     """Extract the official archive, or copy an already-extracted directory, into `root`."""
     candidates = [src] if src.is_file() else [src / spec.archive, src / spec.folder, src]
     for c in candidates:
         if c.is_file():
-            _extract(name, spec, root, c)
+            _extract(name, spec, root, c, budget)
             return
         if c.is_dir() and c.name == spec.folder:
-            shutil.copytree(c, root / spec.folder, dirs_exist_ok=True)
+            (root / spec.folder).mkdir()
+            for p in sorted(c.rglob("*")):
+                target = root / spec.folder / p.relative_to(c)
+                if p.is_dir():
+                    target.mkdir(exist_ok=True)
+                    continue
+                try:
+                    with _open_source(p) as fin:
+                        _copy_stream(fin, target, budget, p)
+                except OSError as e:
+                    raise (_full_disk(e, target) or e) from None
             return
     raise DataError(f"--from {src} holds neither {spec.archive} nor a {spec.folder}/ directory; "
                     f"point it at one of them or their parent")
 
 
-def _extract(name: str, spec: DatasetSpec, root: Path, archive: Path) -> None:
+class _Capped(io.RawIOBase):
+    """A reader of ``f`` that refuses (``budget``) to hand out more bytes than the cap, so that a
+    decompression bomb is stopped while it is being decompressed."""
+
+    def __init__(self, f: Any, budget: _Budget, source: Path):
+        self.f, self.budget, self.source = f, budget, source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.f.read(len(buffer))
+        self.budget.take(len(data), self.source)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _extract(name: str, spec: DatasetSpec, root: Path, archive: Path, budget: _Budget) -> None:
+    """Unpack the members under ``spec.folder/`` of the tar ``archive`` (gzip, bzip2, xz or plain)
+    into ``root``, as a stream: every byte decompressed counts against ``budget`` (the archive's
+    other members too), member by member; a link, a device or a FIFO among the members, or more
+    than ``IMPORT_MEMBERS_CAP`` members, is one line."""
+    written = _Budget(name, budget.cap)  # bytes unpacked into staging
+    decompressed = _Budget(name, budget.cap, slack=1 << 20)  # all of the stream, headers too
+    found = False
     try:
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers()
-                       if m.name == spec.folder or m.name.startswith(spec.folder + "/")]
-            if not members:
-                raise DataError(f"{archive} has no {spec.folder}/ inside; is it the official "
-                                f"{spec.archive}?")
-            root.mkdir(parents=True, exist_ok=True)
-            tar.extractall(root, members=members, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"cannot extract {archive} ({type(e).__name__}: {e}); "
-                        f"replace it with an intact copy of {spec.archive}") from e
+        with _open_source(archive) as raw:
+            magic = raw.read(6)
+            raw.seek(0)
+            if magic[:2] == b"\x1f\x8b":
+                stream: Any = gzip.GzipFile(fileobj=raw)
+            elif magic[:3] == b"BZh":
+                stream = bz2.BZ2File(raw)
+            elif magic == b"\xfd7zXZ\x00":
+                stream = lzma.LZMAFile(raw)
+            else:
+                stream = raw
+            capped = io.BufferedReader(_Capped(stream, decompressed, archive), _CHUNK)
+            with tarfile.open(fileobj=capped, mode="r|") as tar:
+                for count, member in enumerate(tar, 1):
+                    if count > IMPORT_MEMBERS_CAP:
+                        raise DataError(f"{archive} holds more than {IMPORT_MEMBERS_CAP} members; "
+                                        f"it is not the official {spec.archive}")
+                    if not (member.name == spec.folder or member.name.startswith(spec.folder + "/")):
+                        continue
+                    _extract_member(tar, member, root, archive, written)
+                    found = True
+    except DataError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        if isinstance(e, OSError) and (full := _full_disk(e, root)):
+            raise full from None
+        raise DataError(f"cannot extract {archive} ({_one_line(e)}): it is not a whole tar archive; "
+                        f"replace it with an intact copy of {spec.archive}") from None
+    if not found:
+        raise DataError(f"{archive} has no {spec.folder}/ inside; is it the official "
+                        f"{spec.archive}?")
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, archive: Path,
+                    budget: _Budget) -> None:
+    """One member of ``archive`` into ``root``: a folder or a regular file only, at a plain
+    relative path, its declared size checked against ``budget`` before a byte is written."""
+    parts = Path(member.name).parts
+    if member.name.startswith("/") or ".." in parts:
+        raise DataError(f"{archive}: the member {member.name!r} would land outside its folder")
+    target = root.joinpath(*parts)
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    if not member.isreg():
+        what = "a symbolic link" if member.issym() else "a hard link" if member.islnk() else "not a file"
+        raise DataError(f"{archive}: the member {member.name} is {what}; links are never installed: "
+                        "use the official archive")
+    budget.take(member.size, archive)  # a bomb's declared size: refused before it is written
+    budget.used -= member.size  # counted again as it is written
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fin = tar.extractfile(member)
+    assert fin is not None
+    _copy_stream(fin, target, budget, archive)
 
 
 # ---------------------------------------------------------------------------- augmentation

@@ -329,3 +329,190 @@ def test_augment_known_image_is_shifted_or_flipped_copy():
         zero_rows = int((img.abs().sum(1) == 0).sum())
         assert zero_rows <= 4
     assert seen == {True, False}
+
+
+# ---------------------------------------------------------------------------- import: verify, then install
+# (issue 22, item 7): checked in staging within a size cap, installed one rename per file
+
+
+def write_gz_bomb(path, size):
+    """A gzip file of ``size`` zero bytes (a few hundred KiB on disk)."""
+    import gzip
+
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        block = bytes(1 << 20)
+        for _ in range(size >> 20):
+            f.write(block)
+
+
+def installed_labels(root, name="fashion_mnist"):
+    return data.load({"name": name}, root).y_test.tolist()
+
+
+def test_a_failed_import_never_replaces_good_data(tmp_path, tiny_sizes):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    arrays = fake_mnist_arrays(seed=1)
+    write_idx(good, arrays, gz=True)
+    data.fetch("fashion_mnist", tmp_path / "data", from_dir=good)
+    before = installed_labels(tmp_path / "data")
+    write_idx(bad, fake_mnist_arrays(seed=2), gz=True)
+    labels = bad / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:-12])  # truncated: the others are whole and newer
+    with pytest.raises(DataError, match="t10k-labels"):
+        data.fetch("fashion_mnist", tmp_path / "data", from_dir=bad)
+    assert installed_labels(tmp_path / "data") == before
+    write_idx(bad, fake_mnist_arrays(seed=2, n_test=N_TEST - 1), gz=True)  # whole but too few
+    with pytest.raises(DataError, match="expected"):
+        data.fetch("fashion_mnist", tmp_path / "data", from_dir=bad)
+    assert installed_labels(tmp_path / "data") == before
+    assert not list((tmp_path / "data").glob(".import-*"))
+
+
+def test_a_gzip_bomb_is_stopped_while_it_unpacks(tmp_path, tiny_sizes, monkeypatch):
+    monkeypatch.setitem(data.IMPORT_CAP, "idx", 2 << 20)
+    src = tmp_path / "downloads"
+    write_idx(src, fake_mnist_arrays(), gz=True)
+    write_gz_bomb(src / "train-images-idx3-ubyte.gz", 64 << 20)
+    written = []
+    real_copy = data._copy_stream
+
+    def copy(fin, dest, budget, source):
+        try:
+            real_copy(fin, dest, budget, source)
+        finally:
+            written.append(dest.stat().st_size)
+
+    monkeypatch.setattr(data, "_copy_stream", copy)
+    with pytest.raises(DataError, match=r"more than 2 MiB, the import cap for fashion_mnist") as err:
+        data.fetch("fashion_mnist", tmp_path / "data", from_dir=src)
+    assert "\n" not in str(err.value)
+    assert max(written) <= 2 << 20  # stopped at the cap, not after unpacking all of it
+    assert not list((tmp_path / "data").rglob("*-ubyte"))
+
+
+def cifar_tar(tmp_path, name="cifar10", extra=None):
+    """An archive in CIFAR's official layout, with ``extra(tar)`` adding members."""
+    spec = data.DATASETS[name]
+    write_cifar(tmp_path / "build" / spec.folder, name, fake_cifar_arrays(10))
+    src = tmp_path / "downloads"
+    src.mkdir(exist_ok=True)
+    with tarfile.open(src / spec.archive, "w:gz", compresslevel=1) as tar:
+        tar.add(tmp_path / "build" / spec.folder, arcname=spec.folder)
+        if extra:
+            extra(tar)
+    return src
+
+
+def zeros_member(name, size):
+    import io
+
+    class Zeros(io.RawIOBase):
+        def __init__(self):
+            self.left = size
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return lambda tar: tar.addfile(info, io.BufferedReader(Zeros()))
+
+
+@pytest.mark.parametrize("member", ["cifar-10-batches-py/data_batch_9", "elsewhere/padding"])
+def test_a_tar_bomb_is_stopped_while_it_unpacks(tmp_path, tiny_sizes, no_md5, monkeypatch, member):
+    """A member inside the dataset's folder is refused by its declared size before it is
+    written; one outside it by the bytes decompressed to skip over it."""
+    monkeypatch.setitem(data.IMPORT_CAP, "cifar", 4 << 20)
+    src = cifar_tar(tmp_path, extra=zeros_member(member, 64 << 20))
+    with pytest.raises(DataError, match=r"more than 4 MiB, the import cap for cifar10"):
+        data.fetch("cifar10", tmp_path / "data", from_dir=src)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []
+
+
+def test_link_members_are_refused(tmp_path, tiny_sizes, no_md5):
+    def link(tar):
+        info = tarfile.TarInfo("cifar-10-batches-py/readme")
+        info.type, info.linkname = tarfile.SYMTYPE, "data_batch_1"
+        tar.addfile(info)
+
+    src = cifar_tar(tmp_path, extra=link)
+    with pytest.raises(DataError, match="readme is a symbolic link; links are never installed"):
+        data.fetch("cifar10", tmp_path / "data", from_dir=src)
+    assert [p.name for p in (tmp_path / "data").iterdir()] == []
+
+
+def test_a_fifo_or_a_non_archive_is_one_line(tmp_path, tiny_sizes, capsys):
+    import os
+
+    from confusion_cli import cli
+
+    src = tmp_path / "downloads"
+    write_idx(src, fake_mnist_arrays(), gz=True)
+    os.mkfifo(src / "stuck")
+    assert cli.main(["data", "fashion_mnist", "--from", str(src), "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{src / 'stuck'} is a FIFO" in err[0], err
+    assert cli.main(["data", "cifar10", "--from", str(src / "stuck"), "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a FIFO" in err[0], err
+    not_tar = tmp_path / "cifar-10-python.tar.gz"
+    not_tar.write_bytes(b"PK\x03\x04 a zip file, not a tar" * 40)
+    assert cli.main(["data", "cifar10", "--from", str(not_tar), "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a whole tar archive" in err[0], err
+    assert not (tmp_path / "d").exists() or not list((tmp_path / "d").rglob("*"))
+
+
+def test_staging_folders_of_killed_imports_are_removed_at_the_next(tmp_path, tiny_sizes):
+    import os
+
+    root = tmp_path / "data"
+    for stale in (".import-a1b2c3", ".import-999999999-x"):  # no pid; a pid that is not running
+        (root / stale / "FashionMNIST" / "raw").mkdir(parents=True)
+        (root / stale / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"x" * 100)
+    live = root / f".import-{os.getppid()}-busy"  # an import still running
+    live.mkdir()
+    src = tmp_path / "downloads"
+    write_idx(src, fake_mnist_arrays(), gz=False)
+    data.fetch("fashion_mnist", root, from_dir=src)
+    assert {p.name for p in root.iterdir()} == {"FashionMNIST", live.name}
+
+
+def test_a_full_disk_during_an_import_is_one_line_naming_the_path(tmp_path, tiny_sizes, monkeypatch):
+    import builtins
+    import errno
+
+    src = tmp_path / "downloads"
+    write_idx(src, fake_mnist_arrays(), gz=True)
+    root = tmp_path / "data"
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, chunk):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def full_open(file, mode="r", *args, **kwargs):
+        f = builtins.open(file, mode, *args, **kwargs)
+        return Full(f) if "x" in mode or "w" in mode else f
+
+    monkeypatch.setattr(data, "open", full_open, raising=False)
+    with pytest.raises(DataError, match=r"^disk full at .*\.import-.*-ubyte \(No space left on device\)"):
+        data.fetch("fashion_mnist", root, from_dir=src)
+    assert not list(root.iterdir())
