@@ -321,7 +321,7 @@ def print_environment(dry_run: bool) -> int:
         return 0
     print(f"- max relative error vs float64 on {device}, matmul / conv: TF32 on {tf32_error[0]:.1e} / "
           f"{tf32_error[1]:.1e}, inside exact_matmul {exact_error[0]:.1e} / {exact_error[1]:.1e}")
-    if max(exact_error) > 1e-5:
+    if exact_error[0] > 1e-5 or exact_error[1] > 1e-4:  # cuDNN's float32 algorithms (Winograd) err more
         print("- exact_matmul left TF32 on: its error is not float32's")
         return 1
     return 0
