@@ -397,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _interrupt)
     deadline = time.monotonic() + args.budget_s - REPORT_SECONDS
+    write_report(out, title, args.budget_s, all_stages)  # a check killed at once still leaves one
     try:
         for k, stage in enumerate(all_stages):
             left = deadline - time.monotonic()
