@@ -24,8 +24,9 @@ outputs, n inputs) is, for its spectrum. Scalars (one column each):
   pairs, from C and from Pi;
 - ``precond_top1`` .. ``precond_top{top_k}``, ``precond_min``, ``precond_cond`` (largest over
   smallest eigenvalue; inf when P is singular) and ``precond_trace`` = sum_k tr(A_k) tr(B_k);
-- ``self_alignment_min`` = min_i cos(c_i, P c_i): > 0, P being positive semi-definite, whenever
-  c_i is not in P's null space (each example's parametric step still lowers its own loss);
+- ``self_alignment_min`` = min_i cos(c_i, P c_i) over the examples with c_i != 0 (a saturated
+  softmax gives e_i = 0 exactly): > 0, P being positive semi-definite, whenever c_i is not in
+  P's null space (each example's parametric step still lowers its own loss);
 - ``balancedness`` = sum_{k<L} ||W_{k+1}^T W_{k+1} - W_k W_k^T||_F (0 for balanced factors);
 - with ``identity``: ``identity_err`` = max_ij |Pi_ij - c_i^T P c_j| with Pi from the project's
   per-example Gram (``gram.per_example_gram``, an autograd path that knows nothing of P) and P
@@ -171,7 +172,9 @@ def canonical_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Lo
     flat = canonical_gradients(errors, inputs)
     mapped = flat @ precond  # rows (P c_i)^T, P symmetric
     norms = flat.norm(dim=1) * mapped.norm(dim=1)
-    stats["self_alignment_min"] = ((flat * mapped).sum(1) / norms).min().item()
+    moving = norms > 0  # an example with c_i = 0 (a saturated softmax) has no direction to keep
+    stats["self_alignment_min"] = ((flat * mapped).sum(1)[moving] / norms[moving]).min().item() \
+        if moving.any() else float("nan")
     stats["balancedness"] = balancedness(weights)
     if identity:
         reference = per_example_gram(as_sequential(weights), loss, inputs, y)
@@ -206,9 +209,10 @@ class Canonical(Probe):
         examples = self.settings.examples
         m, n = self.outputs_inputs or (1, example_floats)
         size = m * n
-        option = (f"{WHERE}.examples" if examples > size else
+        precond, rest = 3 * size ** 2, 2 * examples * size + 4 * examples ** 2 + params
+        option = (f"{WHERE}.examples" if rest > precond else
                   "the input size (extra_probes=[canonical] holds P, (outputs x inputs)^2 floats)")
-        return 8 * (3 * size ** 2 + 2 * examples * size + 4 * examples ** 2 + params), option
+        return 8 * (precond + rest), option
 
     def measure(self, ctx: ProbeContext) -> tuple[Scalars, Samples]:
         x, y = ctx.batch(self.settings.examples)
