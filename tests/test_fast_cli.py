@@ -103,3 +103,19 @@ def test_completed_datasets_are_those_confusion_data_takes():
     from confusion_cli import data
 
     assert cli.completions("confusion data ") == sorted(data.DATASETS) == options("dataset")
+
+
+@pytest.mark.slow
+def test_the_bench_times_each_start_up_against_its_goal():
+    import math
+
+    import torch
+
+    from confusion_cli.bench.startup import CASES, STARTUP_GOAL_SECONDS, startup_rows
+
+    rows = startup_rows(torch.device("cpu"), quick=True)
+    assert [r.name for r in rows] == [f"start-up: {name}" for name in CASES]
+    for row in rows:
+        assert 0 < row.value < 300 and row.baseline_value == STARTUP_GOAL_SECONDS
+        assert row.lower_is_better and row.goal == 1.0 and math.isclose(row.ratio, row.value / 1.5)
+        assert row.goal_met == (row.value <= STARTUP_GOAL_SECONDS) and "import torch alone" in row.note
