@@ -44,6 +44,8 @@ def options(group: str, overrides: list[str] = ()) -> list[str]:
 
 def search_dirs(overrides: list[str]) -> list[str]:
     """The local folders (file://) of the ``hydra.searchpath=[...]`` overrides of ``overrides``."""
+    if not any(text.split("=", 1)[0].lstrip("+") == SEARCHPATH for text in overrides):
+        return []  # Hydra's grammar not imported: `confusion --help` lists every group's options
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     found = []
