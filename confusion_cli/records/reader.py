@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -200,8 +201,60 @@ def find_runs(root: str | os.PathLike, cfg_hash: str) -> list[tuple[Path, dict[s
 
 def read_csv(path: Path) -> pd.DataFrame:
     """A record's CSV file (metrics or samples) read as a record file: regular, the current
-    user's, within its size cap."""
-    return pd.read_csv(io.BytesIO(read_bytes(path)))
+    user's, within its size cap. Rows that are not whole (a last line cut short, a line with
+    another number of fields than the header) are left out with one RecordWarning naming the
+    file: the writer ends every row with a newline and writes no quoted commas."""
+    raw = read_bytes(path)
+    lines = raw.split(b"\n")
+    header, body = lines[0], lines[1:]
+    cut = bool(body) and body[-1] != b""  # the file does not end with a newline
+    body = body if cut else body[:-1]
+    fields = header.count(b",")
+    whole = [line for line in body[:-1 if cut else None] if line.count(b",") == fields]
+    if (dropped := len(body) - len(whole)) and header:
+        warnings.warn(f"{path}: {dropped} truncated or malformed row{'s' * (dropped > 1)} left out",
+                      RecordWarning, stacklevel=3)
+        raw = b"\n".join([header, *whole, b""])
+    return pd.read_csv(io.BytesIO(raw))
+
+
+LOSS_COLUMNS = ("train_loss", "test_loss", "batch_loss")  # infinite in a diverged run
+
+
+def _clean_metrics(run_dir: Path, metrics: pd.DataFrame, status: str) -> pd.DataFrame:
+    """``metrics`` with its rows at a non-finite epoch or step left out, its non-numeric values
+    and its infinities (other than a diverged run's losses) as missing, with one RecordWarning
+    naming the run and what was found."""
+    found = []
+    for key in ("epoch", "step"):
+        if key in metrics:
+            values = pd.to_numeric(metrics[key], errors="coerce")
+            bad = ~np.isfinite(values.to_numpy(dtype=float))
+            if bad.any():
+                found.append(f"{int(bad.sum())} rows at a non-finite {key} left out")
+                metrics = metrics[~bad]
+    text, infinite = [], []
+    for column in metrics.columns:
+        values = metrics[column]
+        if not pd.api.types.is_numeric_dtype(values):
+            numbers = pd.to_numeric(values, errors="coerce")
+            if (numbers.isna() & values.notna()).any():
+                text.append(column)
+            metrics = metrics.assign(**{column: numbers})
+            values = numbers
+        if pd.api.types.is_bool_dtype(values):
+            continue
+        is_inf = np.isinf(values.to_numpy(dtype=float))
+        if is_inf.any() and not (status == "diverged" and column in LOSS_COLUMNS):
+            infinite.append(column)
+            metrics = metrics.assign(**{column: values.where(~is_inf)})
+    if text:
+        found.append(f"text in {', '.join(text)} read as missing")
+    if infinite:
+        found.append(f"infinite {', '.join(infinite)} read as missing")
+    if found:
+        warnings.warn(f"{run_dir / METRICS}: {'; '.join(found)}", RecordWarning, stacklevel=4)
+    return metrics.reset_index(drop=True)
 
 
 def legacy_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -230,8 +283,9 @@ def _load_one(root: str | os.PathLike, run_dir: Path) -> pd.DataFrame | None:
         config = migrate(config)  # today's layout
         metrics = (read_csv(run_dir / METRICS) if os.path.lexists(run_dir / METRICS)
                    else pd.DataFrame({"epoch": pd.Series(dtype="int64")}))
-        if "epoch" not in metrics or not pd.api.types.is_numeric_dtype(metrics["epoch"]):
-            raise ValueError(f"{METRICS} has no numeric epoch column")
+        if "epoch" not in metrics:
+            raise ValueError(f"{METRICS} has no epoch column")
+        metrics = _clean_metrics(run_dir, metrics, meta["status"])
     except Exception as exc:  # noqa: BLE001 - any unreadable record is skipped by path
         warnings.warn(f"skipping corrupt record {run_dir}: {one_line(exc)}", RecordWarning, stacklevel=3)
         return None
@@ -290,6 +344,17 @@ def read_samples_file(path: Path) -> pd.DataFrame | None:
         frame = read_csv(path)
         if not {"pair", "cos", "inner"} <= set(frame.columns):
             raise ValueError(f"columns {list(frame.columns)}, expected pair, cos, inner")
+        for column in ("pair", "cos", "inner"):
+            if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
+                raise ValueError(f"its {column} column holds text")
+        values = frame[["cos", "inner"]].to_numpy(dtype=float)
+        bad = ~np.isfinite(values).all(axis=1) | (np.abs(values[:, 0]) > 1 + 1e-6)
+        if bad.all():
+            raise ValueError("no pair has a finite cosine within [-1, 1]")
+        if bad.any():
+            warnings.warn(f"{path}: {int(bad.sum())} of {len(frame)} pairs with a NaN, infinite or "
+                          "out-of-range value left out", RecordWarning, stacklevel=3)
+            frame = frame[~bad]
         which, number = path.stem.split("_")
         return frame.assign(**{which: int(number)})
     except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
