@@ -292,9 +292,12 @@ def _load_one(root: str | os.PathLike, run_dir: Path) -> pd.DataFrame | None:
     info = {"run_dir": str(run_dir), "status": live_status(run_dir, meta["status"]),
             "config_hash": meta.get("config_hash"), "device": meta.get("device"),
             **{k: v for k, v in flatten(config).items() if k not in ("device",)}}
-    for key, value in info.items():
-        metrics[key] = value
-    return metrics
+    # every config column at once (one insert per column fragments the frame: a warning per run)
+    constant = pd.DataFrame({k: [v] * len(metrics) for k, v in info.items() if k not in metrics},
+                            index=metrics.index)
+    for key in info.keys() & set(metrics.columns):
+        metrics[key] = info[key]
+    return pd.concat([metrics, constant], axis=1)
 
 
 def load(path: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
