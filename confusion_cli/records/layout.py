@@ -5,9 +5,9 @@ jobs, with ``sweep.json`` and ``finished.log`` beside them), ``.claims/HASH.lock
 config) and ``figures/``. A run directory holds
 - ``config.yaml``: the resolved config (Hydra's own copy is in ``.hydra/``),
 - ``run.json``: status (running | complete | diverged | failed | interrupted: stopped by Ctrl-C
-  or SIGTERM; ``records.load`` reads a running run whose process is gone as interrupted too), config hash, seed, device,
-  library versions, git commit, first start and end time, every segment across resumes
-  (start, end, host, device, wall seconds), total wall seconds, conventions,
+  or SIGTERM; ``records.load`` reads a running run whose process is gone as interrupted too),
+  config hash, seed, device, library versions, git commit, first start and end time, every
+  segment across resumes (start, end, host, device, wall seconds), total wall seconds, conventions,
 - ``metrics.csv``: one row per evaluation (epoch 0 = initialization) and per step-level probe,
 - ``samples/epoch_NNNN.csv``: every probe pair of that epoch (pair, cos, inner), and
   ``samples/step_NNNNNNNN.csv`` for a probe between two steps of an epoch,
