@@ -297,7 +297,7 @@ def _load_one(root: str | os.PathLike, run_dir: Path) -> pd.DataFrame | None:
                             index=metrics.index)
     for key in info.keys() & set(metrics.columns):
         metrics[key] = info[key]
-    return pd.concat([metrics, constant], axis=1)
+    return pd.concat([metrics, constant], axis=1).copy()  # copy: one block per dtype
 
 
 def load(path: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
