@@ -314,3 +314,15 @@ def test_fixed_subset_figures_name_the_bn_convention_of_per_example_gradients():
     notes = {suffix: bn_note(rows) for suffix, rows, _ in split_figures(frame, ["model.depth"])}
     assert notes == {"_minibatch-100x128": "probe gradients: BN with batch statistics (train mode)",
                      "_fixed-subset-256": "probe gradients: BN with running statistics (eval mode)"}
+
+
+def test_a_sweep_of_arms_each_at_one_lr_names_no_selection_rule_or_grid(tmp_path, saved):
+    # depth 16 only at 0.01, depth 22 only at 0.03: nothing was selected, so the footer says so
+    for depth, lr in ((16, 0.01), (22, 0.03)):
+        for seed in (0, 1):
+            cfg = config("depth", "cifar10", "cnn", depth=depth, lr=lr, seed=seed)
+            write_run(tmp_path / "runs" / f"arm_{depth}_{seed}", cfg, [2.3, 1.0, 0.5])
+    draw("depth", records.load(tmp_path / "runs"), tmp_path / "fig", "")
+    note = footer(saved[f"fig2_depth_{MINIBATCH}"])
+    assert "at the one initial LR it was run at" in note
+    assert "LR grid searched" not in note and "lowest final training loss" not in note

@@ -181,9 +181,24 @@ def select_runs(frame: pd.DataFrame, by: Sequence[str], label: Label, rule: str,
     runs = chosen_runs(frame, selection)
     if runs.empty:
         return None
-    extra = "; ".join(filter(None, [rule, lr_grid(frame), at_grid_edge(frame, selection, label),
-                                    not_drawn(selection, label), still_running(frame)]))
+    chosen = ([ONE_LR_EACH] if one_lr_each(frame, selection)
+              else [rule, lr_grid(frame), at_grid_edge(frame, selection, label)])
+    extra = "; ".join(filter(None, [*chosen, not_drawn(selection, label), still_running(frame)]))
     return Selected(runs, footnote(runs, by, extra, spread), selected_notes(selection))
+
+
+ONE_LR_EACH = ("each architecture at the one initial LR it was run at (fixed before its runs), "
+               "the number beside it")
+
+
+def one_lr_each(frame: pd.DataFrame, selection: pd.DataFrame) -> bool:
+    """Whether every architecture ran at one initial LR only, while the LRs differ between them (a
+    sweep of arms, each at its declared LR: nothing was selected, so no rule or grid is named)."""
+    arch = [c for c in selection.columns if c not in ("optim.lr", "final_loss", "n_seeds", "note")]
+    lrs = pd.to_numeric(frame["optim.lr"], errors="coerce")
+    if not arch or lrs.nunique() < 2:
+        return False
+    return bool((frame.assign(lr=lrs).groupby(arch, dropna=False)["lr"].nunique() == 1).all())
 
 
 def lr_grid(frame: pd.DataFrame) -> str:
