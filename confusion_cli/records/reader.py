@@ -314,7 +314,7 @@ def load(path: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
     frames = [f for root in roots for d in run_dirs(root) if (f := _load_one(root, d)) is not None]
     if not frames:
         return pd.DataFrame()
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True).copy()  # copy: consolidated, so assigns don't warn
 
 
 def load_samples(run_dir: str | os.PathLike) -> pd.DataFrame:
