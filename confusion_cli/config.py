@@ -401,6 +401,9 @@ def _check_writable(path: Path) -> None:
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as exc:
+        from .records.safe import DiskFull, is_disk_full  # the one wording for a full disk
+        if is_disk_full(exc):
+            raise DiskFull(path, exc) from None
         raise ConfusionError(f"cannot write records to {path} ({exc.strerror}): choose a writable "
                              "directory with records_root=PATH") from None
 

@@ -124,3 +124,17 @@ def test_hydras_files_on_a_full_disk_are_one_line(workdir, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: disk full at {outputs}"), err
+
+
+def test_the_launch_check_of_a_full_disk_says_disk_full(tmp_path, monkeypatch):
+    import tempfile
+
+    from confusion_cli import config
+    from confusion_cli.errors import ConfusionError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
+    with pytest.raises(ConfusionError, match=r"^disk full at .*records"):
+        config._check_writable(tmp_path / "records")
