@@ -86,13 +86,13 @@ def test_planted_metrics_rows_are_not_merged_on_resume(workdir, monkeypatch, cap
 
     def killed_in_epoch_3(self, *args, **kwargs):
         if self.epoch == 2:
-            raise KeyboardInterrupt  # as a kill would: the run stays "running" with a checkpoint
+            raise KeyboardInterrupt  # Ctrl-C: the run says "interrupted" and keeps its checkpoint
         return real_epoch(self, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_epoch", killed_in_epoch_3)
     assert run(ARGS, "first") == 130
     run_dir = only_run(workdir / "outputs")
-    assert json.loads((run_dir / records.RUN_JSON).read_text())["status"] == "running"
+    assert json.loads((run_dir / records.RUN_JSON).read_text())["status"] == "interrupted"
     metrics = pd.read_csv(run_dir / records.METRICS)
     planted = metrics.iloc[[0]].assign(epoch=0.5, step=3, train_loss=-1.0)
     pd.concat([metrics, planted]).sort_values("step").to_csv(run_dir / records.METRICS, index=False)
