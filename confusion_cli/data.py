@@ -129,6 +129,8 @@ def load(cfg: Any, data_dir: str | os.PathLike, device: torch.device | str = "cp
 
     `train_size` / `test_size` (null = all) take the first n examples after a fixed
     permutation seeded by `subset_seed` (default 0), so subsets are class-mixed and reproducible.
+    `classes` (null = all) keeps only the examples of the first k classes (labels 0 .. k-1)
+    before that, and the model gets k outputs.
     """
     if isinstance(cfg, dict):
         cfg = OmegaConf.create(cfg)
@@ -152,9 +154,22 @@ def load(cfg: Any, data_dir: str | os.PathLike, device: torch.device | str = "cp
 
 
 def num_classes(cfg: Any) -> int:
-    """Classes of the dataset config (sphere: its ``num_classes``; regression: 0, a scalar output)."""
+    """Classes of the dataset config (sphere: its ``num_classes``; regression: 0, a scalar output;
+    a labelled set restricted by ``classes``: that many)."""
     name = str(_opt(cfg, "name", "digits"))
-    return int(_opt(cfg, "num_classes", 2)) if name == "sphere" else _spec(name).num_classes
+    if name == "sphere":
+        return int(_opt(cfg, "num_classes", 2))
+    classes = _opt(cfg, "classes", None)
+    return _spec(name).num_classes if classes is None else int(classes)
+
+
+def _class_subset(cfg: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples of the first `classes` classes (labels 0 .. classes-1); all when null."""
+    classes = _opt(cfg, "classes", None)
+    if classes is None:
+        return x, y
+    keep = torch.as_tensor(y) < int(classes)
+    return x[keep], y[keep]
 
 
 def _subset_index(n: int, size: Any, seed: int, what: str) -> torch.Tensor | None:
@@ -174,6 +189,7 @@ def _subset_split(cfg: Any, x_tr: torch.Tensor, y_tr: torch.Tensor,
     seed = int(_opt(cfg, "subset_seed", 0))
     out = []
     for x, y, what in ((x_tr, y_tr, "train_size"), (x_te, y_te, "test_size")):
+        x, y = _class_subset(cfg, x, y)
         idx = _subset_index(len(x), _opt(cfg, what, None), seed, what)
         out += [x, y] if idx is None else [x[idx], y[idx]]
     return tuple(out)
@@ -333,6 +349,9 @@ def _full_sizes(cfg: Any) -> tuple[tuple[int, int], tuple[int, ...]]:
         shape = INPUT_SHAPES[name]
     else:
         full, shape = spec.sizes, INPUT_SHAPES[name]
+    classes = _opt(cfg, "classes", None)
+    if classes is not None and spec.num_classes:  # balanced classes (exact for Fashion-MNIST, CIFAR)
+        full = tuple(n * int(classes) // spec.num_classes for n in full)
     return full, shape
 
 
@@ -351,6 +370,12 @@ def validate(cfg: Any, data_dir: str | os.PathLike) -> int:
             if value is not None and not (is_count(value, minimum=least) and value <= SYNTHETIC_MAX):
                 raise DataError(f"dataset.{key} must be an integer in [{least}, {SYNTHETIC_MAX}], "
                                 f"got {value!r}")
+    classes = _opt(cfg, "classes", None)
+    if classes is not None and not (spec.num_classes and is_count(classes, minimum=2)
+                                    and classes <= spec.num_classes):
+        raise DataError(f"dataset.classes must be an integer in [2, {spec.num_classes}] (the first "
+                        f"k classes of {name}) or null for all, got {classes!r}"
+                        if spec.num_classes else f"dataset.classes does not apply to {name}: set it to null")
     for n, key, least in zip(_full_sizes(cfg)[0], ("train_size", "test_size"), (1, 0)):
         size = _opt(cfg, key, None)
         if size is not None and not (is_count(size, minimum=least) and size <= n):
@@ -387,6 +412,7 @@ def _load_torchvision(name: str, spec: DatasetSpec, cfg: Any,
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     out = []
     for x, y, what in ((x_tr, y_tr, "train_size"), (x_te, y_te, "test_size")):
+        x, y = _class_subset(cfg, x, y)
         idx = _subset_index(len(x), _opt(cfg, what, None), seed, what)
         if idx is not None:  # subset before converting to float: less memory
             x, y = x[idx], y[idx]
