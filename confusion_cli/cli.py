@@ -11,7 +11,7 @@ import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
-from . import paths
+from . import paths, progress
 from .config import GROUPS, options, prepare, with_config_dirs
 from .errors import ConfusionError
 
@@ -115,7 +115,11 @@ def cmd_run(args: list[str]) -> int:
     else:  # a launch_id's folder belongs to one config
         records.check_run_folder(root, records.run_folder(root, str(launch.cfg.launch_id)),
                                  records.config_hash(launch.cfg))
-    code = _hydra_main([*launch.overrides, *flags])
+    try:
+        code = _hydra_main([*launch.overrides, *flags])
+    finally:  # the live lines down, the sweep's last count left in the scrollback
+        if (last := progress.close()) is not None:
+            print(last, flush=True)
     if launch.multirun:
         print_sweep_end(launch.sweep_dir)
     return code

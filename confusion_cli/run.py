@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import data, probes, records, tracker
+from . import data, probes, progress, records, tracker
 from .backend import backend, resolve_device
 from .errors import ConfusionError
 from .train import Trainer
@@ -52,6 +52,34 @@ def job_label() -> str:
     return records.swept_label(records.planned_grid(Path(hc.sweep.dir)), list(hc.overrides.task))
 
 
+def live_view(cfg: DictConfig) -> progress.Live | None:
+    """The live lines (``progress.Live``) when ``progress`` is on, stderr is a terminal and the runs
+    are in this process (a single run, or Hydra's basic launcher); else None: the plain lines."""
+    if not cfg.get("progress", True):
+        return None
+    if is_multirun():
+        launcher = str(HydraConfig.get().launcher.get("_target_", ""))
+        if not launcher.endswith(".BasicLauncher"):
+            return None
+    return progress.live()
+
+
+def say(recorder: records.RunRecorder, prefix: str, line: str) -> None:
+    """``recorder.say``, above the live lines when they show."""
+    if progress.current() is None:
+        recorder.say(prefix, line)
+    else:
+        progress.echo(f"{prefix}{line}")
+        recorder.log(line)
+
+
+def total_steps(optim, steps_per_epoch: int) -> int:
+    """The SGD steps of a whole run: its epochs' steps, or ``optim.max_steps`` if fewer."""
+    steps = int(optim.epochs) * steps_per_epoch
+    max_steps = optim.get("max_steps")
+    return steps if max_steps is None else min(steps, int(max_steps))
+
+
 def format_row(row: dict[str, float], epochs: int) -> str:
     parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4g}"]
     if not math.isnan(row.get("train_acc", math.nan)):
@@ -68,6 +96,12 @@ def execute(cfg: DictConfig) -> str:
     """Run (or skip, or resume) the experiment ``cfg``; return its final status."""
     prefix = progress_prefix()
     skip = f"skip {label}" if (label := job_label()) else "skip"
+    view = live_view(cfg)
+    if view is not None and is_multirun():
+        hc = HydraConfig.get()
+        sweep_dir = Path(hc.sweep.dir)
+        view.start_sweep(str(cfg.sweep.name), records.finished_count(sweep_dir),
+                         records.planned_total(sweep_dir))
     cfg_hash = records.config_hash(cfg)
     new_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(".")
     root = Path(cfg.records_root)
@@ -77,7 +111,7 @@ def execute(cfg: DictConfig) -> str:
         with records.claim_lock(root, cfg_hash):
             run_dir, how = records.choose_run_dir(root, cfg_hash, new_dir)
             if run_dir is None:
-                print(f"{prefix}{skip}: {how}", flush=True)
+                progress.echo(f"{prefix}{skip}: {how}")
                 return "skipped"
             records.make_dir(run_dir, root)  # no folder on the way is a link
             if not held.enter_context(records.run_lock(run_dir)):
@@ -154,6 +188,7 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
     state, recorder = _start(cfg, cfg_hash, run_dir, how, prefix, device)
     epochs = cfg.optim.epochs
     view = tracker.tracker(cfg.get("logger", "none"), run_dir)
+    ran_through = False  # the loop ended by itself (its wall time counts for the sweep's ETA)
     try:
         # 2. build
         dataset = data.load(cfg.dataset, cfg.data_dir, device)
@@ -169,10 +204,15 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
                 recorder = records.RunRecorder(run_dir, cfg, recorder.meta, None)
                 recorder.log(f"restarting from scratch: {why}")
             else:
-                recorder.say(prefix, f"resuming {run_dir} from epoch {trainer.epoch}")
+                say(recorder, prefix, f"resuming {run_dir} from epoch {trainer.epoch}")
         label = job_label()
-        recorder.say(prefix, f"{label + ': ' if label else ''}{cfg.model.name} on {cfg.dataset.name}, "
-                             f"{trainer.steps_per_epoch} steps/epoch, device {device} -> {run_dir}")
+        say(recorder, prefix, f"{label + ': ' if label else ''}{cfg.model.name} on {cfg.dataset.name}, "
+                              f"{trainer.steps_per_epoch} steps/epoch, device {device} -> {run_dir}")
+        live = progress.current() if cfg.progress else None
+        if live is not None:
+            live.start_run(f"{prefix}{label}".strip() or "run", int(epochs),
+                           total_steps(cfg.optim, trainer.steps_per_epoch), trainer.epoch, trainer.step)
+            trainer.on_step = live.on_step
         # 3. loop, 4. record: a checkpoint after every epoch but the last
         status = "complete"
         for event in trainer.run():
@@ -181,11 +221,18 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
             recorder.add_row(row, event.samples, trainer.state_dict() if checkpoint else None)
             view.log(row, event.samples)
             if cfg.progress and event.epoch_end:
-                recorder.say(prefix, format_row(row, epochs))
+                if live is None:
+                    recorder.say(prefix, format_row(row, epochs))
+                else:  # the live line; the epoch's line in the log, and on stdout when it is no
+                    live.on_row(row)  # terminal, or when it is the run's last
+                    if not live.shared or event.last:
+                        live.write(f"{prefix}{format_row(row, epochs)}")
+                    recorder.log(format_row(row, epochs))
             if event.diverged:
                 status = "diverged"
-                recorder.say(prefix, f"diverged at epoch {int(row['epoch'])} (loss {row['train_loss']}):"
-                                     " recorded as diverged; lower optim.lr")
+                say(recorder, prefix, f"diverged at epoch {int(row['epoch'])} (loss {row['train_loss']}):"
+                                      " recorded as diverged; lower optim.lr")
+        ran_through = True
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (sigterm_as_interrupt)
         with contextlib.suppress(OSError, ConfusionError):
             recorder.set_status("interrupted")
@@ -211,7 +258,9 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
         raise
     finally:
         view.close()
-    recorder.say(prefix, f"{status}: {trainer.epoch} epochs, {trainer.step} steps")
+        if (live := progress.current()) is not None:
+            live.end_run(ran=ran_through)
+    say(recorder, prefix, f"{status}: {trainer.epoch} epochs, {trainer.step} steps")
     recorder.set_status(status, epochs_done=trainer.epoch, steps_done=trainer.step)
     (run_dir / records.CHECKPOINT).unlink(missing_ok=True)
     return status
@@ -224,13 +273,13 @@ def task(cfg: DictConfig) -> str:
     except ConfusionError as exc:
         if not is_multirun():
             raise
-        print(f"{progress_prefix()}error: {exc}", file=sys.stderr, flush=True)
+        progress.echo(f"{progress_prefix()}error: {exc}", err=True)
         status = "failed"
     except Exception as exc:
         if not is_multirun():
             raise
-        print(f"{progress_prefix()}run failed ({type(exc).__name__}: {exc}); "
-              "traceback in its error.txt; the sweep goes on", file=sys.stderr, flush=True)
+        progress.echo(f"{progress_prefix()}run failed ({type(exc).__name__}: {exc}); "
+                      "traceback in its error.txt; the sweep goes on", err=True)
         status = "failed"
     if is_multirun():
         hc = HydraConfig.get()
@@ -238,7 +287,13 @@ def task(cfg: DictConfig) -> str:
         try:
             done = records.mark_finished(sweep_dir, hc.job.num, status)
         except (ConfusionError, OSError) as exc:  # a finished.log that cannot be appended to
-            print(f"{progress_prefix()}warning: progress not recorded: {exc}", file=sys.stderr, flush=True)
+            progress.echo(f"{progress_prefix()}warning: progress not recorded: {exc}", err=True)
             return status
-        print(f"sweep progress: {done}/{records.planned_total(sweep_dir)} runs finished", flush=True)
+        total = records.planned_total(sweep_dir)
+        if (live := progress.current()) is not None and live.sweep is not None:
+            live.finished_job(done, total)
+            if not live.shared:
+                live.write(f"sweep progress: {done}/{total} runs finished")
+        else:
+            print(f"sweep progress: {done}/{total} runs finished", flush=True)
     return status

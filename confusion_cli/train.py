@@ -23,7 +23,7 @@ import math
 import time
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -175,6 +175,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.init_recorded = False  # the epoch-0 record (initialization) has been yielded
+        self.on_step: Callable[[int], None] | None = None  # called after each SGD step (live progress)
         # torch.compile'd forward for training only; probes and evaluation use the plain module
         self.forward = torch.compile(model) if compile else model
 
@@ -281,6 +282,8 @@ class Trainer:
             losses.append(loss)
             outputs.append(output)
             self.step += 1
+            if self.on_step is not None:
+                self.on_step(self.step)
             if step_events is not None and i + 1 < steps and self.schedule.at_step(self.step):
                 step_events.append(self.step_event(loss, fraction=(i + 1) / self.steps_per_epoch))
         with warnings.catch_warnings():  # updates made in backward never call optimizer.step()

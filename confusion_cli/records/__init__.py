@@ -48,6 +48,7 @@ from .reader import (
 from .safe import DiskFull, UnsafeRecord, make_dir
 from .sweep import (
     check_sweep_folder,
+    finished_count,
     mark_finished,
     plan_overrides,
     planned_grid,
@@ -65,7 +66,7 @@ __all__ = ["CHECKPOINT", "CONFIG", "ERROR", "FINISHED", "LOCK", "INTERRUPTED", "
            "check_sweep_folder", "choose_run_dir", "plan_overrides", "read_plan", "lock_holder_text",
            "distrust", "legacy_rows", "write_config",
            "claim_lock", "config_hash", "find_runs", "flatten", "load", "load_samples",
-           "mark_finished", "planned_grid", "planned_total", "swept_label", "provenance",
+           "mark_finished", "finished_count", "planned_grid", "planned_total", "swept_label", "provenance",
            "read_checkpoint", "resume_problem", "warn", "DiskFull",
            "read_config", "read_run_json", "UnsafeRecord", "make_dir", "vet", "vetted",
            "read_samples_file", "require_records", "run_dirs", "run_folder", "run_lock", "samples_path",

@@ -118,12 +118,23 @@ def planned_total(sweep_dir: Path) -> int | str:
     return total if isinstance(total, int) else "?"
 
 
+def finished_count(sweep_dir: Path) -> int:
+    """How many of the sweep's jobs have finished (the distinct job numbers of its finished.log:
+    a relaunch into the same folder marks its jobs again); 0 without a readable log."""
+    try:
+        text = read_text(sweep_dir / FINISHED_LOG)
+    except (OSError, ValueError):
+        return 0
+    return len({line.split()[0] for line in text.splitlines() if line.split()})
+
+
 def mark_finished(sweep_dir: Path, job: int, status: str) -> int:
-    """Append ``job status`` to the sweep's finished.log; return how many jobs have finished.
+    """Append ``job status`` to the sweep's finished.log; return how many of its jobs have
+    finished (distinct job numbers: a relaunch into the same folder marks its jobs again).
 
     The log is shared by every job of the sweep, whichever process or node runs it; one short
     O_APPEND write per job keeps the lines whole. It is appended to and read as a record file
     (no link, a regular file of the current user with one hard link, at most 16 MiB)."""
     log = sweep_dir / FINISHED_LOG
     append_line(log, f"{job} {status}")
-    return len(read_text(log).splitlines())
+    return len({line.split()[0] for line in read_text(log).splitlines() if line.split()})
