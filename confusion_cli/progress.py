@@ -314,13 +314,14 @@ def echo(line: str, err: bool = False) -> None:
 
 def close() -> str | None:
     """Take the live lines down (at the end of `confusion run`); the sweep's last state as a plain
-    line, when there was a sweep, for the scrollback."""
+    line, when there was a sweep and its jobs' plain lines were not printed (stdout is the
+    terminal), for the scrollback."""
     global _LIVE
     if _LIVE is None:
         return None
     view, _LIVE = _LIVE, None
     sweep = view.sweep
     view.close()
-    if sweep is None:
+    if sweep is None or not view.shared:
         return None
     return f"sweep progress: {sweep['done']}/{sweep['total']} runs finished"
