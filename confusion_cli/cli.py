@@ -85,11 +85,11 @@ def config_dirs_on_searchpath(overrides: list[str], flags: list[str]) -> tuple[l
 
 
 def cmd_run(args: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in args):
-        print(usage())
-        return 0
     overrides, flags = split_hydra_flags(args)
     overrides, flags = config_dirs_on_searchpath(overrides, flags)
+    if any(f in ("-h", "--help") for f in flags):
+        print(run_help(overrides))
+        return 0
     if any(f in ("-sc", "--shell-completion") for f in flags):  # Hydra's tab completion
         return _hydra_main([*overrides, *flags], prog="confusion")
     if any(f in ("--cfg", "-c", "--info", "-i") for f in flags):  # Hydra prints, runs nothing:
@@ -123,6 +123,83 @@ def cmd_run(args: list[str]) -> int:
     if launch.multirun:
         print_sweep_end(launch.sweep_dir)
     return code
+
+
+RUN_FLAGS_HELP = """== Flags ==
+--cfg job|hydra|all   print the composed config and run nothing (keys and options checked)
+--info                Hydra's information about the config's sources; runs nothing
+--multirun, -m        a sweep even without a comma (one job per grid point)
+--config-dir DIR      your own configs, in the groups above (DIR/sweep/NAME.yaml, ...)
+-sc install=bash      tab completion: eval "$(confusion -sc install=bash)"
+
+Run it again to resume: finished runs are skipped, interrupted ones continue (matched by config)."""
+
+
+def run_help(overrides: list[str]) -> str:
+    """`confusion run [OVERRIDES] --help`, as Hydra's help: the config groups with their options
+    (the chosen one marked *), then the config these overrides compose, each key with its comment
+    from the config files. Composes without running anything or importing torch."""
+    from omegaconf import OmegaConf
+
+    from .config import compose, split_hydra
+
+    plain = [o for o in overrides if "=" in o]
+    cfg, hydra_cfg = split_hydra(compose(plain))
+    chosen = {str(k): (None if v is None else str(v)) for k, v in hydra_cfg.runtime.choices.items()}
+    lines = ["confusion run [OVERRIDES]: one run; a sweep with +sweep=NAME or KEY=a,b,c (Hydra's syntax)",
+             "", "== Configuration groups ==",
+             "Compose your configuration from those groups (GROUP=OPTION; * the one chosen now)", ""]
+    for group in GROUPS:
+        how = {"sweep": "+sweep=NAME", "extra_probes": "extra_probes=[A,B]",
+               "experiment": "experiment=NAME"}.get(group, f"{group}=NAME")
+        marked = [f"{o}*" if chosen.get(group) == o else o for o in options(group, overrides)]
+        lines.append(f"{group}: {', '.join(marked)}  ({how})")
+    lines += ["", "== Config ==", "Override anything in the config (KEY=VALUE, e.g. optim.lr=0.1; "
+              "a sweep: optim.lr=0.01,0.1)", ""]
+    comments = config_comments(chosen, overrides)
+    path: list[str] = []
+    for line in OmegaConf.to_yaml(cfg, resolve=False).splitlines():
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        key = line.strip().split(":", 1)[0]
+        if line.strip().startswith("- ") or ":" not in line:
+            lines.append(line)
+            continue
+        path = [*path[:depth], key]
+        note = comments.get(".".join(path))
+        lines.append(f"{line:38s} # {note}" if note else line)
+    return "\n".join([*lines, "", RUN_FLAGS_HELP])
+
+
+def config_comments(chosen: dict[str, str | None], overrides: list[str]) -> dict[str, str]:
+    """{dotted key: its end-of-line comment} from the root config and the group options chosen
+    (``# @package _global_`` files by their full keys, the others under their group)."""
+    import re
+    from importlib import resources
+
+    from .config import search_dirs
+
+    roots = [resources.files("confusion_cli") / "configs", *map(Path, search_dirs(overrides))]
+    files = [("", "config")] + [(g, o) for g, o in chosen.items() if o and g in GROUPS]
+    found: dict[str, str] = {}
+    for group, option in files:
+        for root in roots:
+            path = root / group / f"{option}.yaml" if group else root / f"{option}.yaml"
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            package = "" if not group or "@package _global_" in text else group
+            keys: list[str] = []
+            for line in text.splitlines():
+                match = re.match(r"^( *)([A-Za-z_][\w]*):(.*?)(?:\s#\s*(.*))?$", line)
+                if not match:
+                    continue
+                depth = len(match.group(1)) // 2
+                keys = [*keys[:depth], match.group(2)]
+                if match.group(4):
+                    found.setdefault(".".join([*([package] if package else []), *keys]), match.group(4))
+            break
+    return found
 
 
 def print_sweep_end(sweep_dir: Path) -> None:

@@ -18,7 +18,7 @@ HEAVY = ("torch", "torchvision", "pandas", "matplotlib")
 _NO_HEAVY_IMPORTS = """
 import contextlib, io, json, os, sys
 from confusion_cli.cli import main
-queries = [("--help",), ("run", "--help"), ("run", "--cfg", "job"),
+queries = [("--help",), ("run", "--help"), ("run", "model=cnn", "--help"), ("run", "--cfg", "job"),
            ("run", "+sweep=depth", "scale=smoke", "model=cnn", "--cfg", "job"),
            ("run", "-sc", "install=bash")]
 for args in queries:
@@ -119,3 +119,28 @@ def test_the_bench_times_each_start_up_against_its_goal():
         assert 0 < row.value < 300 and row.baseline_value == STARTUP_GOAL_SECONDS
         assert row.lower_is_better and row.goal == 1.0 and math.isclose(row.ratio, row.value / 1.5)
         assert row.goal_met == (row.value <= STARTUP_GOAL_SECONDS) and "import torch alone" in row.note
+
+
+def test_run_help_shows_the_groups_and_the_config_as_hydras_help_does(capsys):
+    assert cli.main(["run", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "== Configuration groups ==" in text and "== Config ==" in text
+    assert "\nmodel: cnn, linear, linreg, mlp*  (model=NAME)\n" in text  # the chosen option marked
+    assert "\nscale: confirm, default*, demo, paper, quick, smoke  (scale=NAME)\n" in text
+    assert "\nsweep: bn_skip, " in text and "  (+sweep=NAME)\n" in text
+    config = text.split("== Config ==", 1)[1]
+    for line in ("optim:", "  lr: 0.05", "seed: 0", "records_root: ${oc.env:CONFUSION_OUTPUTS,outputs}"):
+        assert f"\n{line}" in config, line
+    assert re.search(r"\n  activation: relu +# relu \| tanh \| linear\n", config)  # the key's comment
+    assert re.search(r"\ndevice: auto +# auto = cuda when present", config)
+    assert "--config-dir DIR" in text and "--cfg job|hydra|all" in text
+
+
+def test_run_help_composes_the_overrides_given(capsys):
+    assert cli.main(["run", "model=cnn", "optim.lr=0.3", "-h"]) == 0
+    text = capsys.readouterr().out
+    assert "\nmodel: cnn*, linear, linreg, mlp  (model=NAME)\n" in text
+    assert "\nmodel:\n  name: cnn\n" in text and "\n  lr: 0.3\n" in text
+    assert cli.main(["run", "model=nosuch", "--help"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "nosuch" in err
