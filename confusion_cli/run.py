@@ -187,9 +187,10 @@ def _start(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.de
 def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.device) -> str:
     state, recorder = _start(cfg, cfg_hash, run_dir, how, prefix, device)
     epochs = cfg.optim.epochs
-    view = tracker.tracker(cfg.get("logger", "none"), run_dir)
+    view = tracker.Tracker()
     ran_through = False  # the loop ended by itself (its wall time counts for the sweep's ETA)
     try:
+        view = open_tracker(cfg, run_dir)
         # 2. build
         dataset = data.load(cfg.dataset, cfg.data_dir, device)
         trainer = Trainer.from_config(cfg, dataset, device)
@@ -233,6 +234,7 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
                 say(recorder, prefix, f"diverged at epoch {int(row['epoch'])} (loss {row['train_loss']}):"
                                       " recorded as diverged; lower optim.lr")
         ran_through = True
+        view.finish(status)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (sigterm_as_interrupt)
         with contextlib.suppress(OSError, ConfusionError):
             recorder.set_status("interrupted")
@@ -264,6 +266,24 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
     recorder.set_status(status, epochs_done=trainer.epoch, steps_done=trainer.step)
     (run_dir / records.CHECKPOINT).unlink(missing_ok=True)
     return status
+
+
+def open_tracker(cfg: DictConfig, run_dir: Path) -> tracker.Tracker:
+    """The run's tracker (``logger``). TensorBoard's events: in a sweep under
+    SWEEP_DIR/tensorboard/<the swept values>, made without following a link; else in
+    RUN_DIR/tensorboard. Its hyperparameters: the fixed ones and those the sweep varies."""
+    name = cfg.get("logger", "none")
+    if name != "tensorboard":
+        return tracker.tracker(name, run_dir)
+    swept: list[str] = []
+    folder = None
+    if is_multirun():
+        hc = HydraConfig.get()
+        sweep_dir = Path(hc.sweep.dir)
+        swept = [k for k, n in records.planned_grid(sweep_dir).items() if isinstance(n, int) and n > 1]
+        folder = sweep_dir / "tensorboard" / tracker.run_name(job_label(), hc.job.num)
+        records.make_dir(folder, Path(cfg.records_root))
+    return tracker.tracker(name, run_dir, folder, tracker.hparams_of(cfg, swept))
 
 
 def task(cfg: DictConfig) -> str:
