@@ -27,7 +27,8 @@ from typing import Any
 
 from omegaconf.errors import InterpolationKeyError
 
-from .errors import ConfusionError, is_count, is_number
+from . import spec
+from .errors import ConfusionError
 
 GROUPS = ("dataset", "model", "optim", "probe", "extra_probes", "scale", "sweep", "experiment")
 SEARCHPATH = "hydra.searchpath"
@@ -277,7 +278,8 @@ def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
 
 def validate(cfg) -> None:
     """Check everything a run needs before anything is launched or written: each part checks
-    its own keys, the probes against the training set's size; a mistake is one line."""
+    its own keys (``spec.VALIDATORS``), the probes against the training set's size; a mistake is
+    one line."""
     check_job(cfg, {})
     _check_writable(Path(cfg.records_root))
 
@@ -291,108 +293,24 @@ def _memo_key(value: Any) -> str:
 
 
 def check_job(cfg, memo: dict) -> None:
-    """``validate`` without the records_root check, each part's check run once per distinct
-    value of the nodes it reads (``memo``: shared by the jobs of a sweep, so a 1,000-job sweep
-    builds each distinct model once for its memory estimate)."""
-    from . import data, models, probes, tracker
-    from .backend import check_device
-    from .train import check_optim
-
-    def once(name: str, check, *nodes):
-        key = (name, *map(_memo_key, nodes))
+    """``validate`` without the records_root check: every interpolation resolves, the booleans
+    are booleans, then each part's check (``spec.VALIDATORS``), run once per distinct value of
+    the nodes it reads (``memo``: shared by the jobs of a sweep, so a 1,000-job sweep builds
+    each distinct model once for its memory estimate)."""
+    spec.check_resolves(cfg)
+    spec.check_flags(cfg)
+    results: dict[str, Any] = {}
+    for name, nodes, check in spec.VALIDATORS:
+        if nodes is None:
+            results[name] = check(cfg, results)
+            continue
+        key = (name, *(_memo_key(cfg.get(node)) for node in nodes))
         if key not in memo:
-            memo[key] = check(*nodes)
-        return memo[key]
-
-    _check_resolves(cfg)
-    _check_flags(cfg)
-    once("model", models.validate, cfg.model)
-    train_size = once("dataset", data.validate, cfg.dataset, cfg.data_dir)
-    once("optim", check_optim, cfg.optim)
-    once("probes", probes.check, cfg.probe, cfg.get("extra_probes"), train_size)
-    once("device", check_device, str(cfg.device))
-    once("logger", tracker.check, cfg.get("logger", "none"))
-    _check_run_options(cfg)  # memory_budget_gib among them, before the estimate reads it
-    once("memory", lambda *_: check_memory(cfg), cfg.dataset, cfg.model, cfg.probe,
-         cfg.get("extra_probes"), cfg.get("memory_budget_gib", 8))
+            memo[key] = check(cfg, results)
+        results[name] = memo[key]
 
 
-GIB = 1 << 30
-SEED_LIMIT = 1 << 63  # torch.manual_seed takes a seed in [0, 2^63)
-
-# The keys that are booleans: true or false only (YAML's 'no', 'off', 1 or a string would be
-# taken as truthy or falsy by the code that reads them).
-FLAGS = ("model.batch_norm", "model.skip", "model.bias", "optim.full_batch", "probe.at_init",
-         "probe.augment", "dataset.augment", "progress", "tf32", "channels_last", "deterministic",
-         "compile")
-
-
-def _check_resolves(cfg) -> None:
-    """Every interpolation of the config resolves (``optim.lr=${nosuch}`` is one line)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as exc:
-        where = getattr(exc, "full_key", None)
-        raise ConfusionError(f"{where or 'a value'} does not resolve: "
-                             f"{str(exc).splitlines()[0]}") from None
-
-
-def _check_flags(cfg) -> None:
-    """The boolean keys (``FLAGS``) hold true or false, nothing else."""
-    from omegaconf import OmegaConf
-
-    for key in FLAGS:
-        value = OmegaConf.select(cfg, key, default=False)
-        if not isinstance(value, bool):
-            raise ConfusionError(f"{key} must be true or false, got {value!r} (use true/false)")
-
-
-def check_memory(cfg) -> None:
-    """Refuse, in one line naming the setting to change, a run whose estimated memory (the data
-    on the device, the model with its gradients and optimizer state, and the largest of its
-    probes) is above ``memory_budget_gib``. Estimates, not measurements: `make bench` measures."""
-    import torch
-
-    from . import data, models, probes
-
-    train, test, shape = data.sizes(cfg.dataset)
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        model = models.build_model(cfg.model, shape, data.num_classes(cfg.dataset))
-    params = sum(p.numel() for p in model.parameters())
-    floats = math.prod(shape)
-    parts = [(4 * (train + test) * floats, "dataset.train_size"), (16 * params, "model.width")]
-    parts += probes.memory(cfg.probe, cfg.get("extra_probes"), params, floats, model)  # checks the model too
-    budget = cfg.get("memory_budget_gib", 8)
-    total = sum(size for size, _ in parts)
-    if total > budget * GIB:
-        size, option = max(parts)
-        raise ConfusionError(f"this run would hold about {total / GIB:.1f} GiB ({size / GIB:.1f} GiB "
-                             f"set by {option}), above memory_budget_gib={budget}: lower {option}, "
-                             "or raise memory_budget_gib if the device has the memory")
-
-
-def _check_run_options(cfg) -> None:
-    """The run's own options, outside the groups: seed, threads, evaluation chunk, names."""
-    if not (is_count(cfg.seed, minimum=0) and cfg.seed < SEED_LIMIT):
-        raise ConfusionError(f"seed must be a non-negative integer below 2^63, got {cfg.seed!r}")
-    budget = cfg.get("memory_budget_gib", 8)
-    if not (is_number(budget) and math.isfinite(budget) and budget > 0):
-        raise ConfusionError(f"memory_budget_gib must be a positive number of GiB, got {budget!r}")
-    for key in ("records_root", "data_dir"):
-        if not isinstance(cfg.get(key), str) or not cfg.get(key).strip():
-            raise ConfusionError(f"{key} must be a folder path, got {cfg.get(key)!r}")
-    if not is_count(cfg.threads, allow_none=True):
-        raise ConfusionError(f"threads must be a positive integer or null (torch's default), "
-                             f"got {cfg.threads!r}")
-    if not is_count(cfg.eval_batch_size):
-        raise ConfusionError(f"eval_batch_size must be a positive integer, got {cfg.eval_batch_size!r}")
-    for key, value in (("launch_id", cfg.launch_id), ("sweep.name", cfg.sweep.name)):
-        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", str(value)):
-            raise ConfusionError(f"{key} must be a plain name (letters, digits, '.', '_', '-'; no "
-                                 f"'/' or leading '.'), got {value!r}: it names a folder under records_root")
+check_memory = spec.check_memory
 
 
 def _check_writable(path: Path) -> None:

@@ -1,0 +1,400 @@
+"""The run spec: one dataclass per part of a run, registered as Hydra structured configs.
+
+A run's config has parts: the run's own options (the root), ``dataset``, ``model``, ``optim``,
+``probe`` (the confusion probe and the schedule every probe runs at) and ``extra_probes``. Each
+option of a part is a dataclass here (``SCHEMAS``), registered in Hydra's ConfigStore as
+``GROUP/NAME_spec``, that the option's YAML file extends (``defaults: [NAME_spec, _self_]``):
+
+- every default is declared once, here; a YAML file holds only what makes its option differ
+  (``probe/per_example.yaml``: ``mode`` and ``bn_mode``), the scales and sweeps their values;
+- Hydra checks every composed config against its dataclass, each job of a sweep included: an
+  unknown key, or a value of the wrong type for an integer or string field
+  (``model.depth=1.5``), is refused where it is composed, and the part's own check names the fix
+  (``invalid``). Floats and booleans are ``Any``: OmegaConf would turn an override's ``1`` into
+  ``1.0`` (a different config hash for every record written with it) and read ``no`` or ``1``
+  as a boolean; their part's check refuses anything but numbers and true/false;
+- each part validates itself (``VALIDATORS``, run by ``config.check_job``);
+- each field says whether it is semantic (``semantic``): whether it changes what a run computes,
+  so it enters the config hash (``records.hashing``) and tells runs apart in figures and claims
+  (``figures.select.config_columns``). The fields of dataset, model, optim, probe and every extra
+  probe are; of the root, those marked ``semantic=False`` are not (where and how verbosely a run
+  happens), and of ``sweep`` only its ``name``.
+
+An extra probe's settings are declared by its one config file ``configs/extra_probes/NAME.yaml``
+(a new probe is one file and one config; its ``check`` types them), so they have no dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfusionError, is_count, is_number
+
+# the parts of a run's config besides the root's own options, in the order they are checked
+PARTS = ("model", "dataset", "optim", "probe", "extra_probes")
+
+
+def setting(default: Any = None, semantic: bool = True, factory: Any = None) -> Any:
+    """A dataclass field with its default and whether it is semantic (enters the hash)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"semantic": semantic})
+    return field(default=default, metadata={"semantic": semantic})
+
+
+# -- the run's own options ----------------------------------------------------------------------
+@dataclass
+class RunOptions:
+    """The root of a run's config: its own options, and the parts its groups fill."""
+
+    seed: int = 0
+    device: str = setting("auto", semantic=False)  # auto = cuda when present, else cpu
+    threads: int | None = setting(None, semantic=False)  # CPU threads for torch (null = torch's default)
+    # $CONFUSION_DATA, else ~/.cache/confusion/data (./data where it holds datasets)
+    data_dir: str = setting("${confusion.data_dir:}", semantic=False)
+    records_root: str = setting("${oc.env:CONFUSION_OUTPUTS,outputs}", semantic=False)
+    launch_id: str = setting("${now:%Y-%m-%d_%H-%M-%S}", semantic=False)  # unique per `confusion run`
+    progress: Any = setting(True, semantic=False)  # one line per epoch
+    # none | tensorboard: scalars and pair-cosine histograms in RUN_DIR/tensorboard
+    logger: str = setting("none", semantic=False)
+    eval_batch_size: int = 1000
+    # refuse a run estimated to hold more (data, model, probes); raise it on a big GPU
+    memory_budget_gib: Any = setting(8, semantic=False)
+    tf32: Any = True  # CUDA training matmuls/convs in TF32; probes always run with TF32 off
+    channels_last: Any = False  # CUDA conv nets in channels_last memory format
+    deterministic: Any = True  # cuDNN deterministic kernels (same records on the same device)
+    compile: Any = False  # torch.compile the training forward pass
+    # the sweep's name (semantic: each sweep's records are its own) and its grids (not semantic)
+    sweep: dict[str, Any] = setting(factory=lambda: {"name": "single"})
+    scale: Any = setting(None, semantic=False)  # the scale's name, grid column and seed list
+    dataset: Any = None
+    model: Any = None
+    optim: Any = None
+    probe: Any = None
+    extra_probes: Any = setting(factory=dict)  # name -> settings of each chosen extra probe
+
+
+# -- datasets -------------------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    """A dataset by name (data.DATASETS); train_size / test_size: the first n of a fixed
+    permutation (null = all)."""
+
+    name: str = "digits"
+    train_size: int | None = None
+    test_size: int | None = None
+    augment: Any = False  # cifar*: random crop (pad 4) + horizontal flip, batched on the device
+
+
+@dataclass
+class CifarShaped(Dataset):
+    """CIFAR-10's shapes and sizes, Gaussian images, random labels (timing without the dataset)."""
+
+    name: str = "cifar_shaped"
+    n_train: int = 50000
+    n_test: int = 10000
+    data_seed: int = 0
+
+
+@dataclass
+class Regression(Dataset):
+    """Fig 1: N samples on the unit sphere in d dimensions (d=80 under-, 120 over-parameterised)."""
+
+    name: str = "regression"
+    n_train: int = 100
+    n_test: int = 100
+    dim: int = 80
+    noise: Any = 0.1
+    data_seed: int = 0
+
+
+@dataclass
+class Sphere(Dataset):
+    """Synthetic data on the unit sphere with random labels: the paper's theory setting."""
+
+    name: str = "sphere"
+    n_train: int = 256
+    n_test: int = 0
+    dim: int = 64
+    num_classes: int = 2
+    data_seed: int = 0
+
+
+# -- models ---------------------------------------------------------------------------------------
+@dataclass
+class MLP:
+    """Fully connected net: depth hidden layers of width units."""
+
+    name: str = "mlp"
+    depth: int = 4
+    width: int = 256
+    activation: str = "relu"  # relu | tanh | linear
+    bias: Any = True
+    init: str = "gaussian"  # gaussian (N(0, 1/(kappa fan_in)), He for ReLU) | orthogonal | default
+    init_gain: Any = 1.0  # gaussian: std times gain; orthogonal: times gain
+    batch_norm: Any = False  # BatchNorm1d before each activation (pre-activation blocks, as CNN-beta-l)
+    skip: Any = False  # identity skip around each hidden layer after the first
+
+
+@dataclass
+class CNN:
+    """CNN-beta-l: WideResNet depth beta = 6n+4, width factor l; the paper's has no BN, no skips."""
+
+    name: str = "cnn"
+    depth: int = 16
+    width: int = 2
+    batch_norm: Any = False
+    skip: Any = False
+    init: str = "gaussian"  # He (Kaiming-normal, fan-in) for ReLU
+    init_gain: Any = 1.0
+
+
+@dataclass
+class Linear:
+    """Deep linear net: depth weight matrices, no biases, no activations."""
+
+    name: str = "linear"
+    depth: int = 8
+    width: int = 64
+    activation: str = "linear"
+    init: str = "orthogonal"  # orthogonal | gaussian | balanced | default
+    init_gain: Any = 1.0
+
+
+@dataclass
+class Linreg:
+    """Linear regression: one linear layer, no bias (Fig 1)."""
+
+    name: str = "linreg"
+    bias: Any = False
+    init: str = "gaussian"
+    activation: str = "linear"
+    init_gain: Any = 1.0
+
+
+# -- optimizer ------------------------------------------------------------------------------------
+@dataclass
+class SGD:
+    """Plain SGD as in the paper: no momentum, no weight decay, LR / gamma at the milestones."""
+
+    lr: Any = 0.05
+    batch_size: int = 128
+    momentum: Any = 0.0
+    weight_decay: Any = 0.0
+    epochs: int = 10
+    milestones: Any = setting(factory=list)  # epochs at which lr is times gamma; the paper: [80, 160] of 200
+    gamma: Any = 0.1
+    full_batch: Any = False  # true = gradient descent on the whole training set (one step per epoch)
+    max_steps: int | None = None  # stop after this many SGD steps in all (null = run all epochs)
+    # how the step is applied: auto (in-backward hooks for plain SGD, else step) | hooks | step | fused
+    update: str = "auto"
+
+
+# -- the confusion probe and the schedule ---------------------------------------------------------
+@dataclass
+class Probe:
+    """The confusion probe (``mode``, a registered probe of kind "confusion", or none) with its
+    sizes, and the schedule every probe of the run (extra probes too) runs at."""
+
+    mode: str = "minibatch_pairs"  # minibatch_pairs | all_pairs | per_example | none
+    pairs: int = 100  # minibatch_pairs: pairs of independent mini-batches
+    batches: int = 20  # all_pairs: K mini-batches, all K(K-1)/2 pairs
+    examples: int = 128  # per_example: the (B, B) Gram matrix of B examples
+    batch_size: int = 128
+    chunk_size: int | None = None  # bound on gradients held at once (null = automatic)
+    group: int = 1  # mini-batch gradients per torch.func vmap call (1 = one backward pass each)
+    # BatchNorm: train = batch statistics, the gradient SGD takes; eval = running statistics
+    bn_mode: str = "train"
+    # when probes run: epoch | steps:N (every N SGD steps) | log:K (about K points per decade of steps)
+    schedule: str = "epoch"
+    every: int = 1  # with schedule=epoch: probe every N epochs (and at the last epoch)
+    at_init: Any = True  # and at initialization (epoch 0)
+    augment: Any = False  # probe on augmented batches when the dataset augments
+
+
+# {group: {schema name: dataclass}}: what ``register`` stores and ``records.migrate`` reads;
+# "" is the root (config.yaml extends run_spec)
+SCHEMAS: dict[str, dict[str, type]] = {
+    "": {"run_spec": RunOptions},
+    "dataset": {"spec": Dataset, "cifar_shaped_spec": CifarShaped, "regression_spec": Regression,
+                "sphere_spec": Sphere},
+    "model": {"mlp_spec": MLP, "cnn_spec": CNN, "linear_spec": Linear, "linreg_spec": Linreg},
+    "optim": {"sgd_spec": SGD},
+    "probe": {"spec": Probe},
+}
+
+
+def register() -> None:
+    """Store every schema in Hydra's ConfigStore (again: a test may have replaced one). Called
+    before each composition (``config.compose``, `confusion run`); Hydra hands the store to the
+    processes that compose a sweep's jobs (joblib, submitit)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, schemas in SCHEMAS.items():
+        for name, schema in schemas.items():
+            store.store(name=name, node=schema, group=group or None)
+
+
+def schema_defaults(group: str, name: str) -> dict[str, Any] | None:
+    """The defaults the schema ``name`` of ``group`` declares, as a plain dict (None: no such
+    schema), without Hydra."""
+    schema = SCHEMAS.get(group, {}).get(name)
+    if schema is None:
+        return None
+    node = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(schema)}
+    return {k: v for k, v in node.items() if not (group == "" and k in (*PARTS, "scale"))}
+
+
+# -- semantic fields ------------------------------------------------------------------------------
+def is_semantic(key: str) -> bool:
+    """Whether the (dotted) config key ``key`` changes what a run computes: any key of a part, the
+    root's fields but those marked semantic=False, ``sweep.name`` (not the sweep's grids), not
+    ``scale.*``. A key that is no field of the spec (a metric column) is not."""
+    top = key.split(".", 1)[0]
+    if top in PARTS:
+        return True
+    if top == "sweep":
+        return key == "sweep.name"
+    found = {f.name: f for f in dataclasses.fields(RunOptions)}.get(top)
+    return found is not None and "." not in key and found.metadata.get("semantic", True)
+
+
+def non_semantic_root_keys() -> tuple[str, ...]:
+    """The root's fields marked semantic=False (scale among them)."""
+    return tuple(f.name for f in dataclasses.fields(RunOptions) if not f.metadata.get("semantic", True))
+
+
+# -- each part validates itself -------------------------------------------------------------------
+GIB = 1 << 30
+SEED_LIMIT = 1 << 63  # torch.manual_seed takes a seed in [0, 2^63)
+
+# The keys that are booleans: true or false only (YAML's 'no', 'off', 1 or a string would be
+# taken as truthy or falsy by the code that reads them).
+FLAGS = ("model.batch_norm", "model.skip", "model.bias", "optim.full_batch", "probe.at_init",
+         "probe.augment", "dataset.augment", "progress", "tf32", "channels_last", "deterministic",
+         "compile")
+
+
+def check_resolves(cfg) -> None:
+    """Every interpolation of the config resolves (``optim.lr=${nosuch}`` is one line)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        where = getattr(exc, "full_key", None)
+        raise ConfusionError(f"{where or 'a value'} does not resolve: "
+                             f"{str(exc).splitlines()[0]}") from None
+
+
+def check_flags(cfg) -> None:
+    """The boolean keys (``FLAGS``) hold true or false, nothing else."""
+    from omegaconf import OmegaConf
+
+    for key in FLAGS:
+        value = OmegaConf.select(cfg, key, default=False)
+        if not isinstance(value, bool):
+            raise ConfusionError(f"{key} must be true or false, got {value!r} (use true/false)")
+
+
+def check_run_options(cfg) -> None:
+    """The run's own options, outside the groups: seed, threads, evaluation chunk, names."""
+    if not (is_count(cfg.seed, minimum=0) and cfg.seed < SEED_LIMIT):
+        raise ConfusionError(f"seed must be a non-negative integer below 2^63, got {cfg.seed!r}")
+    budget = cfg.memory_budget_gib
+    if not (is_number(budget) and math.isfinite(budget) and budget > 0):
+        raise ConfusionError(f"memory_budget_gib must be a positive number of GiB, got {budget!r}")
+    for key in ("records_root", "data_dir"):
+        if not isinstance(cfg.get(key), str) or not cfg.get(key).strip():
+            raise ConfusionError(f"{key} must be a folder path, got {cfg.get(key)!r}")
+    if not is_count(cfg.threads, allow_none=True):
+        raise ConfusionError(f"threads must be a positive integer or null (torch's default), "
+                             f"got {cfg.threads!r}")
+    if not is_count(cfg.eval_batch_size):
+        raise ConfusionError(f"eval_batch_size must be a positive integer, got {cfg.eval_batch_size!r}")
+    for key, value in (("launch_id", cfg.launch_id), ("sweep.name", cfg.sweep.name)):
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", str(value)):
+            raise ConfusionError(f"{key} must be a plain name (letters, digits, '.', '_', '-'; no "
+                                 f"'/' or leading '.'), got {value!r}: it names a folder under records_root")
+
+
+def check_memory(cfg) -> None:
+    """Refuse, in one line naming the setting to change, a run whose estimated memory (the data
+    on the device, the model with its gradients and optimizer state, and the largest of its
+    probes) is above ``memory_budget_gib``. Estimates, not measurements: `make bench` measures."""
+    import torch
+
+    from . import data, models, probes
+
+    train, test, shape = data.sizes(cfg.dataset)
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        model = models.build_model(cfg.model, shape, data.num_classes(cfg.dataset))
+    params = sum(p.numel() for p in model.parameters())
+    floats = math.prod(shape)
+    parts = [(4 * (train + test) * floats, "dataset.train_size"), (16 * params, "model.width")]
+    parts += probes.memory(cfg.probe, cfg.get("extra_probes"), params, floats, model)  # checks the model too
+    budget = cfg.memory_budget_gib
+    total = sum(size for size, _ in parts)
+    if total > budget * GIB:
+        size, option = max(parts)
+        raise ConfusionError(f"this run would hold about {total / GIB:.1f} GiB ({size / GIB:.1f} GiB "
+                             f"set by {option}), above memory_budget_gib={budget}: lower {option}, "
+                             "or raise memory_budget_gib if the device has the memory")
+
+
+def _model(cfg, sizes):
+    from . import models
+
+    return models.validate(cfg.model)
+
+
+def _dataset(cfg, sizes):
+    from . import data
+
+    return data.validate(cfg.dataset, cfg.data_dir)
+
+
+def _optim(cfg, sizes):
+    from .train import check_optim
+
+    return check_optim(cfg.optim)
+
+
+def _probes(cfg, sizes):
+    from . import probes
+
+    return probes.check(cfg.probe, cfg.get("extra_probes"), sizes["dataset"])
+
+
+def _device(cfg, sizes):
+    from .backend import check_device
+
+    return check_device(str(cfg.device))
+
+
+def _logger(cfg, sizes):
+    from . import tracker
+
+    return tracker.check(cfg.logger)
+
+
+# (check name, the config nodes its result depends on, the check): each part's check, in the
+# order ``config.check_job`` runs them; a check's result is kept by name (the dataset's: the
+# training set's size, which the probes' check reads). Run once per distinct value of its nodes.
+VALIDATORS = (
+    ("model", ("model",), _model),
+    ("dataset", ("dataset", "data_dir"), _dataset),
+    ("optim", ("optim",), _optim),
+    ("probes", ("probe", "extra_probes", "dataset", "data_dir"), _probes),
+    ("device", ("device",), _device),
+    ("logger", ("logger",), _logger),
+    ("run", None, lambda cfg, sizes: check_run_options(cfg)),  # before the estimate reads memory_budget_gib
+    ("memory", ("dataset", "model", "probe", "extra_probes", "memory_budget_gib"),
+     lambda cfg, sizes: check_memory(cfg)),
+)
