@@ -4,6 +4,7 @@ exit code 2."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import sys
@@ -105,10 +106,20 @@ def cmd_run(args: list[str]) -> int:
     root = Path(str(launch.cfg.records_root))
     if launch.multirun:  # a launch folder belongs to one sweep, checked before anything is written
         semantic = records.plan_overrides(launch.overrides)
+        values, digest = sweep_identity(launch)
+        again = ""
+        if digest is not None and not any(o.startswith("launch_id=") for o in overrides):
+            folder = records.previous_launch(root, launch.sweep_dir, semantic, digest)
+            if folder is not None:  # a relaunch of the same sweep continues in its folder
+                launch = dataclasses.replace(
+                    launch, sweep_dir=folder,
+                    overrides=[f"launch_id={folder.name}" if o.startswith("launch_id=") else o
+                               for o in launch.overrides])
+                again = f" (relaunched: {records.finished_count(folder)} of them finished)"
         records.check_sweep_folder(root, launch.sweep_dir, launch.total, launch.grid, semantic)
-        records.write_plan(launch.sweep_dir, launch.total, launch.grid, semantic, root)
+        records.write_plan(launch.sweep_dir, launch.total, launch.grid, semantic, root, values, digest)
         grid = " x ".join(f"{k} {n}" for k, n in launch.grid.items())
-        print(f"sweep {launch.cfg.sweep.name}: {launch.total} runs ({grid}) -> {launch.sweep_dir}",
+        print(f"sweep {launch.cfg.sweep.name}: {launch.total} runs ({grid}) -> {launch.sweep_dir}{again}",
               flush=True)
         if not any(f in ("-m", "--multirun") for f in flags):
             flags = [*flags, "--multirun"]
@@ -199,7 +210,59 @@ def config_comments(chosen: dict[str, str | None], overrides: list[str]) -> dict
                 if match.group(4):
                     found.setdefault(".".join([*([package] if package else []), *keys]), match.group(4))
             break
-    return found
+    from .spec import comments
+
+    return comments(chosen) | found  # the run spec's comments, where the files have none
+
+
+def sweep_identity(launch) -> tuple[dict[str, list[str]] | None, str | None]:
+    """(the values each parameter of the sweep's grid takes, in its jobs' order; a digest of what
+    its jobs compute), as Hydra's basic sweeper expands the sweep; (None, None) for another
+    sweeper, which chooses its own jobs. The digest covers each job's overrides and the config of
+    each distinct set of group choices (composed once each, as ``config.job_configs`` composes
+    them: a job's config is that and its value overrides), the keys that say where a run happens
+    left out: the same sweep with the same defaults has the same digest."""
+    import hashlib
+    import json
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from .config import _is_group_choice, compose, is_sweep_override, run_config, split_hydra, sweep_jobs
+    from .records.sweep import WHERE_KEYS
+
+    def what(override: str) -> bool:  # an override that says what a run computes
+        key = override.split("=", 1)[0].lstrip("+~")
+        return key not in WHERE_KEYS and not key.startswith("hydra")
+
+    cfg, hydra_cfg = split_hydra(compose(launch.overrides))
+    if not str(hydra_cfg.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+        return None, None
+    jobs = sweep_jobs(hydra_cfg, launch.overrides)
+    values: dict[str, list[str]] = {key: [] for key in launch.grid}
+    for job in jobs:
+        for override in job:
+            key, _, value = override.partition("=")
+            key = key.lstrip("+~")
+            if key in values and value not in values[key]:
+                values[key].append(value)
+    parser = OverridesParser.create()
+    fixed = [o for o in launch.overrides if not is_sweep_override(o)]
+    parsed: dict[str, object] = {}
+    bases: dict[tuple[str, ...], str] = {}
+    for job in jobs:
+        swept = [o for o in job if o not in fixed]
+        for text in swept:
+            if text not in parsed:
+                parsed[text] = parser.parse_overrides([text])[0]
+        choices = tuple(o for o in swept if _is_group_choice(parsed[o]))
+        if choices not in bases:
+            base = cfg if not choices else run_config([*fixed, *choices])
+            raw = OmegaConf.to_container(base, resolve=False)
+            bases[choices] = json.dumps({k: v for k, v in raw.items() if k not in WHERE_KEYS},
+                                        sort_keys=True, default=str)
+    text = json.dumps([sorted(bases.items()), [[o for o in job if what(o)] for job in jobs]])
+    return values, hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def print_sweep_end(sweep_dir: Path) -> None:
@@ -216,6 +279,10 @@ def print_sweep_end(sweep_dir: Path) -> None:
 
 def _hydra_main(overrides: list[str], prog: str = "confusion run") -> int:
     import hydra
+
+    from .spec import register
+
+    register()  # the run spec's dataclasses, which the config files extend
 
     def single_run_task(cfg):
         from confusion_cli.run import task  # torch and the rest: only once a run starts

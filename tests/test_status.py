@@ -169,15 +169,53 @@ def test_a_sweep_names_its_swept_values_ends_with_its_table_and_reads_as_one_aft
     final = frame[frame["epoch"] == 1].set_index("model.depth")
     assert float(tail[4].split()[3]) == pytest.approx(final.loc[1, "train_loss"], rel=1e-3)
 
+    plan = json.loads((Path(launch) / "sweep.json").read_text())
+    assert plan["values"] == {"model.depth": ["1", "2"]} and plan["grid"] == {"model.depth": 2}
+
     again = run_cli(["run", "model.depth=1,2", *TINY], tmp_path)  # a relaunch: nothing left to run
     assert again.returncode == 0, again.stderr
-    assert "skip depth=1: already complete in" in again.stdout
+    assert again.stdout.splitlines()[0].endswith(f"-> {launch} (relaunched: 2 of them finished)")
+    assert f"skip depth=1: already complete in {launch}/0" in again.stdout
+    assert "sweep progress: 2/2 runs finished" in again.stdout  # each job counted once
     assert "figures: confusion plot" in again.stdout and "1      0.05  1" in again.stdout
+    assert [p.name for p in Path(launch).parent.iterdir()] == [Path(launch).name]  # one folder
     shown = run_cli(["status"], tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert f"{launch}: relaunched as " in shown.stdout
+    assert "relaunched as" not in shown.stdout and "earlier launches" not in shown.stdout
     assert "  complete 2  running 0  interrupted 0  failed 0  diverged 0  to do 0" in shown.stdout
-    assert "(2 of these runs are recorded in earlier launches of the sweep)" in shown.stdout
+    other = run_cli(["run", "model.depth=1,3", *TINY], tmp_path)  # another sweep: its own folder
+    assert other.returncode == 0, other.stderr
+    assert len(list(Path(launch).parent.iterdir())) == 2 and "relaunched" not in other.stdout
+
+
+def test_a_relaunch_finds_the_latest_launch_folder_of_the_same_sweep_and_its_own(tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "outputs"
+    sweeps = root / "sweeps" / "x"
+    same = (["model.depth=1,2"], "d1")
+
+    def launch(name, overrides, digest, age):
+        records.write_plan(sweeps / name, 2, {"model.depth": 2}, overrides, root,
+                           {"model.depth": ["1", "2"]}, digest)
+        when = time.time() - age
+        os.utime(sweeps / name / "sweep.json", (when, when))
+
+    launch("old", *same, age=100)
+    launch("latest", *same, age=10)
+    launch("other_overrides", ["model.depth=1,3"], "d1", age=1)
+    launch("other_defaults", ["model.depth=1,2"], "d2", age=1)
+    assert records.previous_launch(root, sweeps / "new", *same) == sweeps / "latest"
+    assert records.read_plan(sweeps / "latest")["values"] == {"model.depth": ["1", "2"]}
+    (sweeps / "latest" / "0").mkdir()
+    (sweeps / "latest" / "0" / ".hydra").symlink_to(tmp_path)  # unsafe: Hydra would follow it
+    assert records.previous_launch(root, sweeps / "new", *same) == sweeps / "old"
+    (sweeps / "linked").symlink_to(sweeps / "old")  # a link is never a launch folder
+    os.utime(sweeps / "old" / "sweep.json")
+    assert records.previous_launch(root, sweeps / "new", *same) == sweeps / "old"
+    assert records.previous_launch(root, sweeps / "new", ["model.depth=4"], "d1") is None
+    assert records.previous_launch(root, root / "sweeps" / "nothing" / "new", *same) is None
 
 
 def test_swept_label_names_the_swept_keys_seed_last():

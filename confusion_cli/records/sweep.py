@@ -1,11 +1,13 @@
-"""A sweep's bookkeeping beside its jobs: the plan (``sweep.json``: total, grid and the overrides
-that say what it computes) and ``finished.log``; and the check that a launch folder belongs to
-one sweep."""
+"""A sweep's bookkeeping beside its jobs: the plan (``sweep.json``: total, grid, the values swept,
+the overrides that say what it computes and a digest of its jobs' configs) and ``finished.log``;
+the check that a launch folder belongs to one sweep; and the launch folder a relaunch of the same
+sweep reuses (``previous_launch``), so that one sweep keeps one folder across relaunches."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +18,57 @@ from .writer import append_line, write_json
 
 
 def write_plan(sweep_dir: Path, total: int, grid: dict[str, int], overrides: list[str] | None = None,
-               root: Path | None = None) -> None:
+               root: Path | None = None, values: dict[str, list[str]] | None = None,
+               digest: str | None = None) -> None:
     """Record how many runs the sweep has, its grid ({parameter: number of values}) and, when
-    given, the overrides that say what it computes (``launch.config_overrides``: a relaunch
-    into the same folder must give the same). The folder is made below ``root`` (the records
-    root) without following links."""
+    given, the values swept ({parameter: [value, ...]} in the jobs' order), the overrides that
+    say what it computes (``plan_overrides``: a relaunch into the same folder must give the same)
+    and the digest of its jobs' configs (``previous_launch`` compares it). The folder is made
+    below ``root`` (the records root) without following links."""
     make_dir(sweep_dir, root)
     plan: dict[str, Any] = {"total": total, "grid": grid}
+    if values is not None:
+        plan["values"] = values
     if overrides is not None:
         plan["overrides"] = overrides
+    if digest is not None:
+        plan["jobs_digest"] = digest
     write_json(sweep_dir / SWEEP_JSON, plan)
+
+
+LAUNCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def previous_launch(root: Path, sweep_dir: Path, overrides: list[str], digest: str) -> Path | None:
+    """The launch folder of an earlier launch of the same sweep, for a relaunch to continue in:
+    a sibling of ``sweep_dir`` (``sweeps/NAME/*``) whose sweep.json (the current user's own, read
+    as a record) has the same ``overrides`` and the same jobs' digest (the same jobs with the
+    same configs: a changed default makes a fresh folder, as before), that is a real folder of
+    the current user, passes ``check_sweep_folder`` and is named as a launch_id may be; the one
+    whose sweep.json was written last. None when there is none (the launch gets a fresh one)."""
+    parent = Path(sweep_dir).parent
+    try:
+        check_dirs(parent, root)
+        names = os.listdir(parent)
+    except (OSError, ConfusionError):
+        return None
+    found: list[tuple[float, Path]] = []
+    for name in names:
+        folder = parent / name
+        if folder == Path(sweep_dir) or not LAUNCH_NAME.match(name):
+            continue
+        try:
+            st = os.lstat(folder)
+            if not os.path.isdir(folder) or os.path.islink(folder) or st.st_uid != os.getuid():
+                continue
+            plan = read_plan(folder)
+            if plan.get("overrides") != overrides or plan.get("jobs_digest") != digest:
+                continue
+            check_sweep_folder(root, folder, int(plan.get("total", -1)), plan.get("grid") or {}, overrides)
+            found.append((os.lstat(folder / SWEEP_JSON).st_mtime, folder))
+        except (OSError, ValueError, TypeError, ConfusionError):
+            continue
+    return max(found)[1] if found else None
 
 
 # overrides that say where or how a sweep runs, not what it computes: a relaunch may change them
