@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from omegaconf.errors import InterpolationKeyError
+from omegaconf.errors import InterpolationKeyError, ValidationError
 
 from . import spec
 from .errors import ConfusionError
@@ -112,6 +112,7 @@ def compose(overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     check_syntax(overrides)
+    spec.register()
     plain = [o for o in overrides if not is_sweep_override(o)]
     if any(o.startswith("+") and o.split("=", 1)[0].lstrip("+") not in GROUPS for o in overrides):
         _check_keys(overrides, hydra_compose, initialize_config_module)  # Hydra would add the key
@@ -120,9 +121,42 @@ def compose(overrides: list[str]):
             return hydra_compose("config", overrides=plain, return_hydra_config=True)
     except HydraException as exc:
         _check_keys(overrides, hydra_compose, initialize_config_module)  # a mistyped key: name it
+        if isinstance(exc.__cause__, ValidationError):  # a value of the wrong type for its field
+            raise _wrong_type(plain, exc.__cause__) from None
         raise ConfusionError(_explain_hydra_error(exc, overrides)) from None
     except OmegaConfBaseException as exc:
         raise ConfusionError(f"bad override: {str(exc).splitlines()[0]}") from None
+
+
+def _wrong_type(overrides: list[str], error) -> ConfusionError:
+    """The one line for an override whose value the spec's type refuses (``seed=abc``,
+    ``model.depth=1.5``): the check of its part, run on the config composed without it and given
+    the value untyped, names the fix (``seed must be a non-negative integer ...``); Hydra's
+    reason where that check lets the value pass."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    key = str(getattr(error, "full_key", "") or "")
+    mine = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == key]
+    reason = ConfusionError(f"{key or 'a value'}: {str(error).splitlines()[0]}")
+    if not mine:
+        return reason
+    rest = [o for o in overrides if o not in mine]
+    value = OverridesParser.create().parse_overrides(mine[-1:])[0].value()
+    return _untyped_check(split_hydra(compose(rest))[0], {key: value}) or reason
+
+
+def _untyped_check(cfg, values: dict[str, Any]) -> ConfusionError | None:
+    """The error the parts' checks give for ``cfg`` (untyped) with ``values`` set, or None."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    for key, value in values.items():
+        OmegaConf.update(plain, key, value, force_add=True)
+    try:
+        check_job(plain, {})
+    except ConfusionError as exc:
+        return exc
+    return None
 
 
 def check_syntax(overrides: list[str]) -> None:
@@ -441,8 +475,11 @@ def job_configs(cfg, overrides: list[str], jobs: list[list[str]]) -> Iterator[tu
                     _check_keys([*fixed, *swept], *_hydra_api())  # a mistyped key: name it
                 except ConfusionError as typo:
                     raise _job_error(num, swept, typo) from None
-                cause = str(exc.__cause__ or exc).splitlines()[0]
-                raise _job_error(num, swept, ConfusionError(f"bad override: {cause}")) from None
+                cause = exc.__cause__ or exc
+                untyped = isinstance(cause, ValidationError) and _untyped_check(
+                    base, {o.key_or_group: o.value() for o in values})
+                raise _job_error(num, swept, untyped or ConfusionError(
+                    f"bad override: {str(cause).splitlines()[0]}")) from None
             yield num, swept, job_cfg
         finally:
             if in_place:

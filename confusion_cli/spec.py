@@ -250,6 +250,43 @@ def schema_defaults(group: str, name: str) -> dict[str, Any] | None:
     return {k: v for k, v in node.items() if not (group == "" and k in (*PARTS, "scale"))}
 
 
+def comments(chosen: dict[str, str | None]) -> dict[str, str]:
+    """{dotted key: the comment its field has here} for the root and the group options ``chosen``
+    ({group: option}, as Hydra's runtime.choices): what `confusion run --help` prints beside
+    each key (the config files' own comments come first)."""
+    import inspect
+    from importlib import resources
+
+    import yaml
+
+    def schema_of(group: str, option: str) -> type | None:
+        """The schema an option's file extends, directly or through another file of its group."""
+        try:
+            text = (resources.files("confusion_cli") / "configs" / group / f"{option}.yaml").read_text()
+        except OSError:
+            return None
+        for parent in (yaml.safe_load(text) or {}).get("defaults") or []:
+            if isinstance(parent, str) and parent != "_self_":
+                found = SCHEMAS[group].get(parent) or schema_of(group, parent)
+                if found:
+                    return found
+        return None
+
+    found: dict[str, str] = {}
+    schemas = [("", RunOptions)] + [(g, schema_of(g, o)) for g, o in chosen.items() if g in SCHEMAS and o]
+    for group, schema in schemas:
+        for cls in (schema.__mro__ if schema else ()):
+            if not dataclasses.is_dataclass(cls):
+                continue
+            above = None  # a comment on the line above a field is its comment too
+            for line in inspect.getsource(cls).splitlines():
+                match = re.match(r"^    (\w+): [^=]+=.*?(?:\s#\s*(.*))?$", line)
+                if match and (match[2] or above):
+                    found.setdefault(f"{group}.{match[1]}" if group else match[1], match[2] or above)
+                above = line.strip()[2:] if line.startswith("    # ") else None
+    return found
+
+
 # -- semantic fields ------------------------------------------------------------------------------
 def is_semantic(key: str) -> bool:
     """Whether the (dotted) config key ``key`` changes what a run computes: any key of a part, the

@@ -2,15 +2,18 @@
 default changes the hashes of the runs that use it and no other, and records of every earlier
 version are read in today's layout (records/migrate.py)."""
 
+import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from confusion_cli import records
+from confusion_cli import records, spec
 from confusion_cli.records import migrate
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -38,7 +41,17 @@ def config_tree(tmp_path, monkeypatch, edit) -> Path:
     monkeypatch.setattr(migrate, "CONFIGS", root)
     migrate._options.cache_clear()
     migrate._root.cache_clear()
+    spec.register()
     return root
+
+
+def with_field(monkeypatch, group: str, key: str, default: Any) -> None:
+    """Every schema of ``group`` in the run spec (spec.SCHEMAS; "" the root) with the field ``key``
+    at ``default``: added, or its default changed."""
+    for name, schema in list(spec.SCHEMAS[group].items()):
+        new = dataclasses.field(default_factory=lambda: copy.deepcopy(default))
+        extended = dataclasses.make_dataclass(schema.__name__, [(key, Any, new)], bases=(schema,))
+        monkeypatch.setitem(spec.SCHEMAS[group], name, extended)
 
 
 def composed(root: Path, cases: list[list[str]]) -> list:
@@ -59,23 +72,26 @@ def fresh_defaults():
     yield
     migrate._options.cache_clear()
     migrate._root.cache_clear()
+    spec.register()  # the schemas as they are again (monkeypatch has put them back)
 
 
-def add_keys(root: Path) -> None:
-    append(root / "probe" / "minibatch_pairs.yaml", "foo: 1\n")
-    append(root / "optim" / "sgd.yaml", "nesterov: false\n")
-    append(root / "config.yaml", "new_root_flag: true\n")
-    for path in (root / "model").glob("*.yaml"):
-        append(path, "dropout: 0.0\n")
-    for path in (root / "dataset").glob("*.yaml"):
-        append(path, "shuffle_seed: 7\n")
-    for name in ("rank", "hessian", "grad_norm", "example_pairs"):
-        append(root / "extra_probes" / f"{name}.yaml", "  new_setting: [1, 2]\n")
+def add_keys(monkeypatch):
+    """A new key with a default in every part: a field of the spec's schemas, a line of each
+    extra probe's config file."""
+    for group, key, default in (("probe", "foo", 1), ("optim", "nesterov", False),
+                                ("", "new_root_flag", True), ("model", "dropout", 0.0),
+                                ("dataset", "shuffle_seed", 7)):
+        with_field(monkeypatch, group, key, default)
+
+    def edit(root: Path) -> None:
+        for name in ("rank", "hessian", "grad_norm", "example_pairs"):
+            append(root / "extra_probes" / f"{name}.yaml", "  new_setting: [1, 2]\n")
+    return edit
 
 
 @pytest.mark.slow
 def test_adding_keys_with_defaults_changes_none_of_the_fixed_hashes(tmp_path, monkeypatch):
-    root = config_tree(tmp_path, monkeypatch, add_keys)
+    root = config_tree(tmp_path, monkeypatch, add_keys(monkeypatch))
     cases = fixture_cases()
     assert len(cases) == 41
     assert hashes(root, [o for o, _ in cases]) == [h for _, h in cases]
@@ -126,11 +142,8 @@ def test_a_changed_default_changes_only_the_hashes_of_runs_that_use_it(tmp_path,
 def test_a_key_added_later_is_left_out_at_its_first_default(tmp_path, monkeypatch):
     """probe.schedule came after the first release with the default epoch: were its default
     changed, runs at epoch keep their hashes (FIRST_DEFAULTS) and runs at the new default differ."""
-    def new_default(root):
-        path = root / "probe" / "minibatch_pairs.yaml"
-        path.write_text(path.read_text().replace("schedule: epoch", "schedule: log:10"))
-
-    root = config_tree(tmp_path, monkeypatch, new_default)
+    with_field(monkeypatch, "probe", "schedule", "log:10")
+    root = config_tree(tmp_path, monkeypatch, lambda root: None)
     overrides, base = fixture_cases()[0]
     assert overrides == []
     at_new_default, at_epoch = hashes(root, [[], ["probe.schedule=epoch"]])

@@ -7,12 +7,14 @@ code reads one layout, and a record says what its run computed in today's terms:
    the root (before the probe redesign), becomes today's node (name -> settings); the root
    copies go.
 2. Every key it lacks is filled with its declared default: the value in the config file of the
-   option it chose (``configs/GROUP/OPTION.yaml``, found by its ``name`` or ``mode``; optim's
-   default option; ``config.yaml`` for the root). A record without a key was written before the
+   option it chose (``configs/GROUP/OPTION.yaml`` over the dataclass of the run spec it extends,
+   found by its ``name`` or ``mode``; optim's default option; ``config.yaml`` over
+   ``spec.RunOptions`` for the root). A record without a key was written before the
    key existed, when the code did what the key's first default does, so a key whose default has
    changed since is filled with its first default, listed in ``FIRST_DEFAULTS``.
 
-Adding a key is one line in its config file and nothing here. Changing a key's default takes one
+Adding a key is one field of the run spec (``spec.py``; an extra probe's: one line in its config
+file) and nothing here. Changing a key's default takes one
 entry in ``FIRST_DEFAULTS`` (its old default): the hash leaves a key out only at that value (see
 ``hashing``), so runs at the new default get new hashes and runs that set the old value keep
 theirs.
@@ -26,6 +28,8 @@ from importlib import resources
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from .. import spec
 
 CONFIGS = resources.files("confusion_cli") / "configs"  # where the declared defaults live
 
@@ -47,12 +51,13 @@ def _raw(path: str) -> dict[str, Any]:
 
 def _load(group: str, name: str) -> dict[str, Any]:
     """The keys of ``configs/GROUP/NAME.yaml``, after the configs of its group that its defaults
-    list names."""
+    list names: another file of the group, or a schema of the run spec (``spec.SCHEMAS``)."""
     node = _raw(f"{group}/{name}")
     merged: dict[str, Any] = {}
     for parent in node.pop("defaults", None) or []:
         if isinstance(parent, str) and parent != "_self_":
-            merged.update(_load(group, parent))
+            schema = spec.schema_defaults(group, parent)
+            merged.update(schema if schema is not None else _load(group, parent))
     return {**merged, **node}
 
 
@@ -75,10 +80,11 @@ def _options(group: str) -> dict[str, dict[str, Any]]:
 def _root() -> tuple[dict[str, Any], dict[str, str]]:
     """(the root keys config.yaml declares, {group: the option it chooses by default})."""
     node = _raw("config")
-    chosen = {k: v for d in node.pop("defaults", []) if isinstance(d, dict)
-              for k, v in d.items() if isinstance(v, str)}
+    defaults = node.pop("defaults", [])
+    chosen = {k: v for d in defaults if isinstance(d, dict) for k, v in d.items() if isinstance(v, str)}
     node.pop("hydra", None)
-    return node, chosen
+    schemas = [spec.schema_defaults("", d) for d in defaults if isinstance(d, str)]
+    return {k: v for schema in schemas if schema for k, v in schema.items()} | node, chosen
 
 
 def declared(group: str, option: str | None) -> dict[str, Any] | None:
