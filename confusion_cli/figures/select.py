@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..records.layout import UNFINISHED
+from ..spec import is_semantic
 
 # Config columns that name a run's place in a sweep, not what it computes.
 SEED_COLUMNS = ("seed", "scale.seeds")
@@ -36,13 +37,12 @@ Label = Callable[[dict[str, Any]], str]
 
 # -- columns and rows -------------------------------------------------------------------------
 def config_columns(frame: pd.DataFrame) -> list[str]:
-    """The flattened config columns that say what a run computes.
-
-    Metric columns have no dot, config columns do (``model.depth``). Left out: the seed, the seed
-    list of the scale, and the grids of a sweep file (``sweep.depths.paper``); ``sweep.name`` stays.
-    """
-    return [c for c in frame.columns if "." in c and c not in SEED_COLUMNS
-            and not (c.startswith("sweep.") and c != "sweep.name")]
+    """The flattened config columns that say what a run computes: the semantic fields of the run
+    spec (``spec.is_semantic``, the fields the config hash is taken over), but the seed. So runs
+    that differ in ``tf32`` or ``compile`` are different arms, never seeds of one; the scale, the
+    grids of a sweep file (``sweep.depths.paper``), where and how verbosely a run happened
+    (``device``, ``threads``) and the metric columns are not config columns."""
+    return [c for c in frame.columns if isinstance(c, str) and c not in SEED_COLUMNS and is_semantic(c)]
 
 
 def varying_columns(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:

@@ -9,7 +9,8 @@ written, so that every earlier record still matches:
   as they always did; any other key enters only when set away from its default (its first
   default: ``migrate.FIRST_DEFAULTS``). So adding a key with a default changes no hash, and
   changing a default changes the hashes of the runs that use it and no other;
-- the keys that say where or how verbosely a run happens (``NON_SEMANTIC_KEYS``), the scale and
+- the keys that say where or how verbosely a run happens (``NON_SEMANTIC_KEYS``: the fields the
+  run spec marks ``semantic=False``), the scale and
   the sweep's grids do not enter (the sweep's name does: each sweep's records are its own);
 - ``extra_probes`` enters as the list of chosen names, each chosen probe's settings at the root;
   the ``rank`` and ``hessian`` settings, which the first release kept at the root whether chosen
@@ -25,11 +26,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..spec import non_semantic_root_keys
 from .migrate import PARTS, declared, first_default, migrate, option_of
 
-# Config keys that say where or how verbosely a run happens, not what it computes.
-NON_SEMANTIC_KEYS = ("records_root", "data_dir", "launch_id", "progress", "device", "threads", "sweep",
-                     "memory_budget_gib", "logger")
+# Config keys that say where or how verbosely a run happens, not what it computes: the root's
+# fields the run spec marks semantic=False, and the sweep (its name enters, not its grids).
+NON_SEMANTIC_KEYS = (*non_semantic_root_keys(), "sweep")
 
 # The keys each option had when the rule above was frozen (issue 21): they always enter the hash.
 # "*" applies to every option of the group (the name or mode, which tells options apart, always).
