@@ -32,10 +32,10 @@ demo:  ## a small depth sweep on the bundled digits, offline on a CPU, then its 
 # CIFAR-10 / MNIST when they are in the data folder runs read (confusion_cli.paths.default_data_dir:
 # $CONFUSION_DATA, else ./data where it holds datasets, else ~/.cache/confusion/data), else the
 # bundled digits (offline CPU); make figures DATA=PATH to look elsewhere
-ifndef DATA
-DATA := $(shell $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON)) -c \
-	'from confusion_cli.paths import default_data_dir; print(default_data_dir())' 2>/dev/null || echo data)
-endif
+# (asked once, and only by the targets that read it)
+DATA ?= $(eval DATA := $(shell $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON)) -c \
+	'from confusion_cli.paths import default_data_dir; print(default_data_dir())' 2>/dev/null \
+	|| echo data))$(DATA)
 FIG_CIFAR ?= $(if $(wildcard $(DATA)/cifar-10-batches-py/data_batch_1),cifar10,digits)
 FIG_MNIST ?= $(if $(wildcard $(DATA)/MNIST/raw/train-images-idx3-ubyte),mnist,digits)
 FIG_FMNIST ?= $(if $(wildcard $(DATA)/FashionMNIST/raw/train-images-idx3-ubyte),fashion_mnist,digits)
