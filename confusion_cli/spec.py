@@ -87,6 +87,7 @@ class Dataset:
     train_size: int | None = None
     test_size: int | None = None
     augment: Any = False  # cifar*: random crop (pad 4) + horizontal flip, batched on the device
+    classes: int | None = None  # k: only the first k classes (labels 0 .. k-1), a k-way classifier
 
 
 @dataclass
