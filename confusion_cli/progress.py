@@ -11,8 +11,9 @@ its end, a skipped run) goes above the live lines; when stdout is not a terminal
 
 The sweep's ETA: the median wall time of the runs this process ran to the end times the runs
 left, plus what the current run has left; before one has ended, the current run's projected
-length (its time per SGD step so far x its steps) stands in for the median. Imports neither
-torch nor the records.
+length (its time per SGD step so far x its steps) stands in for the median, and before its
+first steps, its estimate from the config (``sweep_table.run_cpu_seconds``: the bench's rates).
+Imports neither torch nor the records.
 """
 
 from __future__ import annotations
@@ -54,19 +55,21 @@ def duration(seconds: float) -> str:
 
 
 class _RunState:
-    def __init__(self, desc: str, epochs: int, total_steps: int, epoch: int, step: int, now: float):
-        self.desc, self.epochs, self.total_steps = desc, epochs, total_steps
+    def __init__(self, desc: str, epochs: int, total_steps: int, epoch: int, step: int, now: float,
+                 estimate: float | None = None):
+        self.desc, self.epochs, self.total_steps, self.estimate = desc, epochs, total_steps, estimate
         self.epoch, self.step, self.step0, self.t0 = epoch, step, step, now
         self.loss: float | None = None
         self.min_cos: float | None = None
 
     def left(self, now: float) -> float | None:
-        """Seconds this run has left, from its time per step so far; None before its first step."""
+        """Seconds this run has left, from its time per step so far; before its first step, its
+        estimate from the config less the time spent (None without one)."""
         done = self.step - self.step0
         if self.total_steps <= self.step:
             return 0.0 if done else None
         if done <= 0:
-            return None
+            return None if self.estimate is None else max(0.0, self.estimate - (now - self.t0))
         return (now - self.t0) / done * (self.total_steps - self.step)
 
     def text(self, now: float) -> str:
@@ -120,7 +123,8 @@ class Live:
             how = f"median run {duration(per_run)}"
         elif self.run is not None and current is not None:
             per_run = now - self.run.t0 + current
-            how = "from this run's speed"
+            measured = self.run.step > self.run.step0
+            how = "from this run's speed" if measured else "estimated from the config"
         if per_run is None:
             return f"{text}  ETA ?"
         if self.run is not None:
@@ -156,8 +160,11 @@ class Live:
             self.sweep.update(done=done, total=total)
             self.draw(force=True)
 
-    def start_run(self, desc: str, epochs: int, total_steps: int, epoch: int = 0, step: int = 0) -> None:
-        self.run = _RunState(desc, epochs, total_steps, epoch, step, self.clock())
+    def start_run(self, desc: str, epochs: int, total_steps: int, epoch: int = 0, step: int = 0,
+                  estimate: float | None = None) -> None:
+        """A run starts (or resumes at ``epoch``, ``step``); ``estimate``: its seconds as estimated
+        from its config, shown until its first steps are timed."""
+        self.run = _RunState(desc, epochs, total_steps, epoch, step, self.clock(), estimate)
         self.draw(force=True)
 
     def on_step(self, step: int) -> None:

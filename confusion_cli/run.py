@@ -80,6 +80,19 @@ def total_steps(optim, steps_per_epoch: int) -> int:
     return steps if max_steps is None else min(steps, int(max_steps))
 
 
+def estimate_seconds(cfg: DictConfig) -> float | None:
+    """The run's CPU seconds estimated from its config (the README table's estimate), for the live
+    ETA before its first steps are timed; None where it cannot be made (a GPU run: not measured)."""
+    if str(cfg.device) not in ("cpu", "auto") or torch.cuda.is_available():
+        return None
+    try:
+        from .sweep_table import run_cpu_seconds
+
+        return run_cpu_seconds(cfg)
+    except Exception:  # noqa: BLE001 - an estimate only: the ETA waits for the first steps
+        return None
+
+
 def format_row(row: dict[str, float], epochs: int) -> str:
     parts = [f"epoch {int(row['epoch'])}/{epochs}", f"loss {row['train_loss']:.4g}"]
     if not math.isnan(row.get("train_acc", math.nan)):
@@ -212,7 +225,8 @@ def _run(cfg, cfg_hash, run_dir: Path, how: str, prefix: str, device: torch.devi
         live = progress.current() if cfg.progress else None
         if live is not None:
             live.start_run(f"{prefix}{label}".strip() or "run", int(epochs),
-                           total_steps(cfg.optim, trainer.steps_per_epoch), trainer.epoch, trainer.step)
+                           total_steps(cfg.optim, trainer.steps_per_epoch), trainer.epoch, trainer.step,
+                           estimate_seconds(cfg) if trainer.step == 0 else None)
             trainer.on_step = live.on_step
         # 3. loop, 4. record: a checkpoint after every epoch but the last
         status = "complete"

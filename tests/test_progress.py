@@ -90,6 +90,20 @@ def test_the_live_lines_say_epoch_loss_min_cos_and_the_etas(use_tqdm):
     assert out.getvalue() == "[run 2/3] a plain line\n"
 
 
+def test_before_its_first_steps_a_run_shows_its_estimate_from_the_config():
+    clock = Clock()
+    view = progress.Live(Tty(), Tty(), use_tqdm=False, clock=clock)
+    view.start_sweep("depth", 0, 3)
+    view.start_run("run", 2, 20, estimate=50.0)
+    clock.now += 10.0
+    sweep, run = view.lines()
+    assert run[1] == "epoch 0/2  ETA 40s"
+    assert sweep[1] == "0/3 runs  ETA 2m20s (estimated from the config)"  # 40 s + 2 x 50 s
+    clock.now += 2.0
+    view.on_step(1)  # timed from now on: 12 s a step, 19 left
+    assert view.lines()[1][1] == "epoch 0/2  ETA 3m48s" and "this run's speed" in view.lines()[0][1]
+
+
 def test_a_plain_line_goes_above_the_live_line_on_the_same_terminal():
     stream = Tty()
     view = progress.Live(stream, stream, use_tqdm=False, clock=Clock())
