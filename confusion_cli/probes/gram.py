@@ -15,9 +15,12 @@ of exact per-layer terms (the layer's per-example gradient is a function of a_i 
   Two exact ways to evaluate the weight term, chosen per layer by multiply-add count:
   "kernel" products of the two (L, L) patch kernels, B^2 L^2 (F + O) (for L = 1 the identity
   (d_i . d_j)(a_i . a_j): no per-example gradient at all), or "materialise" G_i
-  and take G G^T, B L O F + B^2 O F (cheaper for convolutions on images); a Conv2d computes all
-  G_i in one grouped convolution weight-gradient call (examples stacked as groups), faster
-  than unfolding patches for a batched matmul (`make bench` times the Gram paths).
+  and take G G^T, B L O F + B^2 O F (cheaper for convolutions on images). A Conv2d with more
+  than PATCH_POSITIONS output pixels computes all G_i in one grouped convolution
+  weight-gradient call (examples stacked as groups); one with fewer (the last stages of a
+  CNN, where that call is slow on a CPU) one batched matmul of D with channels-last patches,
+  gathered by one strided copy (F.unfold is slower still). A Linear on vectors takes
+  (a_i . a_j + 1)(d_i . d_j) (the 1: its bias). `make bench` times the Gram paths.
 - BatchNorm1d/2d in eval mode, y = x_hat * w + b with x_hat = (x - running_mean) /
   sqrt(running_var + eps): per-example gradients sum_l d_il x_hat_il (weight) and
   sum_l d_il (bias), materialised (2 C numbers per example).
@@ -42,6 +45,7 @@ from .naive import LossFn, blocked_gram, eval_mode, naive_per_example_gram
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 CHUNK_BUDGET = 1 << 26  # automatic chunk size: elements of per-chunk intermediates of one layer
+PATCH_POSITIONS = 128  # a Conv2d with at most this many output pixels: per-example grads by patches
 
 
 @dataclass
@@ -99,6 +103,40 @@ def _weight_grads(module: nn.Module, inputs: torch.Tensor, output_grad: torch.Te
     return torch.bmm(grads, patches.transpose(1, 2))
 
 
+def _channels_last_patches(module: nn.Conv2d, inputs: torch.Tensor, positions: tuple[int, int]
+                           ) -> torch.Tensor:
+    """(B, L, kh kw C) input patches of a Conv2d, each row ordered (kh, kw, C), from a zero-padded
+    channels-last copy of the input: one strided copy whose innermost run is C contiguous numbers
+    (F.unfold's (C, kh, kw) rows are far slower to gather on a CPU)."""
+    batch, channels, height, width = inputs.shape
+    (pad_h, pad_w), (dil_h, dil_w), (str_h, str_w) = module.padding, module.dilation, module.stride
+    (k_h, k_w), (out_h, out_w) = module.kernel_size, positions
+    padded = inputs.new_zeros(batch, height + 2 * pad_h, width + 2 * pad_w, channels)
+    padded[:, pad_h:pad_h + height, pad_w:pad_w + width] = inputs.permute(0, 2, 3, 1)
+    row, pixel = padded.stride(1), padded.stride(2)
+    view = padded.as_strided((batch, out_h, out_w, k_h, k_w, channels),
+                             (padded.stride(0), str_h * row, str_w * pixel, dil_h * row, dil_w * pixel, 1))
+    return view.reshape(batch, out_h * out_w, k_h * k_w * channels)
+
+
+def _flat_weight_grads(module: nn.Module, inputs: torch.Tensor, output_grad: torch.Tensor) -> torch.Tensor:
+    """(B, P): the per-example weight gradients of a Linear/Conv2d as rows, their entries in an
+    order of this function's choosing (the same for every example, so inner products are exact).
+
+    A Conv2d with at most PATCH_POSITIONS output pixels: a batched matmul of the output
+    gradients with channels-last patches (entries ordered (O, kh, kw, C)); with more, the
+    grouped-convolution weight gradient (_weight_grads), faster there.
+    """
+    batch = inputs.shape[0]
+    if isinstance(module, nn.Conv2d) and module.groups == 1:
+        positions = tuple(output_grad.shape[2:])
+        if positions[0] * positions[1] <= PATCH_POSITIONS:
+            patches = _channels_last_patches(module, inputs, positions)
+            grads = output_grad.reshape(batch, output_grad.shape[1], -1)
+            return torch.bmm(grads, patches).view(batch, -1)
+    return _weight_grads(module, inputs, output_grad).flatten(1)
+
+
 def method_costs(captured: Captured) -> dict[str, int]:
     """Multiply-adds per example of the two exact ways to a Linear/Conv2d layer's Gram term:
     "kernel" (patch kernels, B L^2 (F + O)) and "materialise" (per-example gradients, O F (L + B))."""
@@ -126,6 +164,13 @@ def layer_gram(captured: Captured, chunk_size: int | None = None,
                              ((output_grad * x_hat, with_weight), (output_grad, with_bias)) if trained],
                             dim=1)
         return vectors @ vectors.T
+    if isinstance(module, nn.Linear) and inputs.dim() == 2 and method != "materialise":
+        # one position: <G_i, G_j> = (a_i . a_j)(d_i . d_j), the bias adding 1 to a_i . a_j
+        kernel_d = output_grad @ output_grad.T
+        if not with_weight:
+            return kernel_d
+        kernel_a = inputs @ inputs.T
+        return (kernel_a.add_(1) if with_bias else kernel_a).mul_(kernel_d)
     outputs, fan_in = module.weight.shape[0], module.weight[0].numel()
     positions = output_grad[0].numel() // outputs
     if method is None:
@@ -137,7 +182,7 @@ def layer_gram(captured: Captured, chunk_size: int | None = None,
         """Per-example (weight, bias) gradients as flat rows; kept apart, not concatenated (a
         copy as large as all the per-example weight gradients): their Grams simply add."""
         grads = output_grad[start:end]
-        parts = [_weight_grads(module, inputs[start:end], grads).flatten(1)] if with_weight else []
+        parts = [_flat_weight_grads(module, inputs[start:end], grads)] if with_weight else []
         if with_bias:
             parts.append(grads.reshape(end - start, outputs, -1).sum(2))
         return parts
@@ -161,7 +206,8 @@ def layer_gram(captured: Captured, chunk_size: int | None = None,
         return block
 
     if chunk_size is None:
-        per_example = outputs * fan_in if materialise else positions * positions * batch
+        per_example = (max(outputs, positions) * fan_in if materialise
+                       else positions * positions * batch)
         chunk_size = max(1, min(batch, CHUNK_BUDGET // per_example))
     if materialise:
         return blocked_gram(flat_grads, batch, chunk_size, flat_inner)
