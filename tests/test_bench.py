@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from confusion_cli.bench import BENCH_BACKEND, main
 from confusion_cli.bench.memory import MEMORY_BUDGET_MIB
-from confusion_cli.bench.probes import probe_group_row
+from confusion_cli.bench.probes import GRAM_STEPS_GOAL, gram_breakdown_rows, gram_rows, probe_group_row
 from confusion_cli.bench.sweeps import probe_events, sweep_plan, sweep_seconds
 from confusion_cli.bench.training import TRAIN_SPEEDUP_GOAL, cifar_like, trainer_for
 
@@ -25,7 +25,7 @@ def test_quick_bench_writes_its_table(tmp_path, capsys):
                  "smoke sweep depth: 2 runs", "peak memory", "mlp4x256 epoch, SGD update fused vs",
                  "mlp4x256 epoch, SGD update step vs", "cnn100-2 bn+skip epoch, SGD update fused vs",
                  "cnn100-2 bn+skip epoch, SGD update step vs", "BENCHMARK MODE (cudnn.benchmark=true",
-                 "per-layer method by count vs by timing",
+                 "per-layer method by count vs by timing", "Gram breakdown (B=8): whole per-example Gram",
                  "sweep check: every job of a 8-job sweep"):
         assert part in names
     gram = table[table["name"].str.contains("per-example gram")]
@@ -100,3 +100,18 @@ def test_probe_timings_leave_the_trainers_probe_as_it_was():
     assert before["group"] == 1 and before["pairs"] == 100
     assert row.value > 0 and single == row.baseline_value > 0
     assert row.ratio == pytest.approx(single / row.value)
+
+
+def test_gram_rows_give_the_gram_in_sgd_steps_and_the_breakdown_its_stages():
+    step = [r for r in gram_rows("cpu", quick=True) if r.baseline == "one SGD step"]
+    assert [r.goal for r in step] == [GRAM_STEPS_GOAL["mlp4x256"], GRAM_STEPS_GOAL["cnn16-2"]]
+    assert all(r.lower_is_better and r.ratio == r.value / r.baseline_value for r in step)
+    rows = gram_breakdown_rows("cpu", quick=True)
+    names = [r.name for r in rows]
+    for stage in ("cnn16-2 Gram breakdown (B=8): forward (no graph)",
+                  "cnn16-2 Gram breakdown (B=8): hooked pass: forward + output-gradient backward",
+                  "cnn16-2 Gram breakdown (B=8): Conv2d terms (13 layers): per-example grads + Gram",
+                  "mlp4x256 Gram breakdown (B=8): Linear terms (5 layers): per-example grads + Gram",
+                  "mlp4x256 Gram breakdown (B=8): whole per-example Gram"):
+        assert stage in names
+    assert all(r.value > 0 and r.baseline == "one SGD step" and "multiply-adds" in r.note for r in rows)

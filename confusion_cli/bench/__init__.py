@@ -9,7 +9,8 @@ this run met it):
   (goal on a GPU: 20,000 images/s);
 - the paper's probe (100 pairs of mini-batches of 128) vs one training epoch (goal: at most 60%
   of a CNN-16-2 epoch), and the probe's mini-batch gradients grouped (probe.group) vs one each;
-  per-example Gram vs the naive loop, vs torch.func vmap and vs one SGD step (``probes``);
+  per-example Gram vs the naive loop, vs torch.func vmap and vs one SGD step (``probes``), and
+  where its time goes (``gram_breakdown_rows``: stages and layer kinds against one SGD step);
 - device-hours of each paper-scale sweep and of the quick depth sweep (goal on a GPU: half an
   hour), from the measured step and probe times of every architecture they train (``sweeps``);
 - peak memory of the largest paper model (CNN-100-2, BN+skip) with CIFAR-10-sized data, a step
@@ -35,7 +36,7 @@ from omegaconf import OmegaConf
 
 from .. import backend
 from .memory import bench_memory
-from .probes import cnn_probe_group, gram_method_rows, gram_rows, mlp_probe_rows
+from .probes import cnn_probe_group, gram_breakdown_rows, gram_method_rows, gram_rows, mlp_probe_rows
 from .startup import startup_rows
 from .sweeps import bench_sweeps
 from .timing import Row, forget_compiled
@@ -53,8 +54,8 @@ def bench_mlp(device: torch.device, quick: bool) -> list[Row]:
 
 
 SECTIONS: list[Callable[[torch.device, bool], list[Row]]] = [
-    bench_mlp, update_rows, cnn_throughput, gram_rows, gram_method_rows, bench_sweeps, bench_memory,
-    cnn_probe_group, startup_rows]
+    bench_mlp, update_rows, cnn_throughput, gram_rows, gram_breakdown_rows, gram_method_rows, bench_sweeps,
+    bench_memory, cnn_probe_group, startup_rows]
 
 
 SECTION_NAMES = [section.__name__ for section in SECTIONS]
