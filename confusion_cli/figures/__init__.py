@@ -13,8 +13,9 @@ statistics, labels, footnotes), ``density`` (cosine KDE), ``style`` (layout, dra
 ``paper`` (Figures 1-4 and confusion vs training loss), ``theory`` (confusion at initialization),
 ``canonical`` (canonical vs parametric confusion of deep linear nets),
 ``convergence``, ``training`` (curves of every run, probes by SGD step, rank, GD vs SGD,
-curvature). A new figure imports its helpers from these
-modules and registers itself with ``@register("sweep name")``; the package imports it.
+curvature), ``spectra`` (curvature outliers, spectral densities, jamming). A new figure
+imports its helpers from these modules and registers itself with ``@register("sweep name")``;
+the package imports it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import canonical, convergence, paper, registry, theory, training  # noqa: F401  (importing registers the figures)
+from . import canonical, convergence, paper, registry, spectra, theory, training  # noqa: F401  (importing registers the figures)
 from .density import gaussian_kde
 from .registry import FIGURES, FigureWarning, register, sweeps
 from .select import (
