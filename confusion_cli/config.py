@@ -312,7 +312,7 @@ def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
 
 def validate(cfg) -> None:
     """Check everything a run needs before anything is launched or written: each part checks
-    its own keys (``spec.VALIDATORS``), the probes against the training set's size; a mistake is
+    its own keys (``VALIDATORS``), the probes against the training set's size; a mistake is
     one line."""
     check_job(cfg, {})
     _check_writable(Path(cfg.records_root))
@@ -328,13 +328,13 @@ def _memo_key(value: Any) -> str:
 
 def check_job(cfg, memo: dict) -> None:
     """``validate`` without the records_root check: every interpolation resolves, the booleans
-    are booleans, then each part's check (``spec.VALIDATORS``), run once per distinct value of
+    are booleans, then each part's check (``VALIDATORS``), run once per distinct value of
     the nodes it reads (``memo``: shared by the jobs of a sweep, so a 1,000-job sweep builds
     each distinct model once for its memory estimate)."""
     spec.check_resolves(cfg)
     spec.check_flags(cfg)
     results: dict[str, Any] = {}
-    for name, nodes, check in spec.VALIDATORS:
+    for name, nodes, check in VALIDATORS:
         if nodes is None:
             results[name] = check(cfg, results)
             continue
@@ -344,7 +344,83 @@ def check_job(cfg, memo: dict) -> None:
         results[name] = memo[key]
 
 
-check_memory = spec.check_memory
+GIB = 1 << 30
+
+
+def check_memory(cfg) -> None:
+    """Refuse, in one line naming the setting to change, a run whose estimated memory (the data
+    on the device, the model with its gradients and optimizer state, and the largest of its
+    probes) is above ``memory_budget_gib``. Estimates, not measurements: `make bench` measures."""
+    import torch
+
+    from . import data, models, probes
+
+    train, test, shape = data.sizes(cfg.dataset)
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        model = models.build_model(cfg.model, shape, data.num_classes(cfg.dataset))
+    params = sum(p.numel() for p in model.parameters())
+    floats = math.prod(shape)
+    parts = [(4 * (train + test) * floats, "dataset.train_size"), (16 * params, "model.width")]
+    parts += probes.memory(cfg.probe, cfg.get("extra_probes"), params, floats, model)  # checks the model too
+    budget = cfg.memory_budget_gib
+    total = sum(size for size, _ in parts)
+    if total > budget * GIB:
+        size, option = max(parts)
+        raise ConfusionError(f"this run would hold about {total / GIB:.1f} GiB ({size / GIB:.1f} GiB "
+                             f"set by {option}), above memory_budget_gib={budget}: lower {option}, "
+                             "or raise memory_budget_gib if the device has the memory")
+
+
+def _model(cfg, sizes):
+    from . import models
+
+    return models.validate(cfg.model)
+
+
+def _dataset(cfg, sizes):
+    from . import data
+
+    return data.validate(cfg.dataset, cfg.data_dir)
+
+
+def _optim(cfg, sizes):
+    from .train import check_optim
+
+    return check_optim(cfg.optim)
+
+
+def _probes(cfg, sizes):
+    from . import probes
+
+    return probes.check(cfg.probe, cfg.get("extra_probes"), sizes["dataset"])
+
+
+def _device(cfg, sizes):
+    from .backend import check_device
+
+    return check_device(str(cfg.device))
+
+
+def _logger(cfg, sizes):
+    from . import tracker
+
+    return tracker.check(cfg.logger)
+
+
+# (check name, the config nodes its result depends on, the check): each part's check, in the
+# order ``check_job`` runs them; a check's result is kept by name (the dataset's: the
+# training set's size, which the probes' check reads). Run once per distinct value of its nodes.
+VALIDATORS = (
+    ("model", ("model",), _model),
+    ("dataset", ("dataset", "data_dir"), _dataset),
+    ("optim", ("optim",), _optim),
+    ("probes", ("probe", "extra_probes", "dataset", "data_dir"), _probes),
+    ("device", ("device",), _device),
+    ("logger", ("logger",), _logger),
+    ("run", None, lambda cfg, sizes: spec.check_run_options(cfg)),  # before memory reads its budget
+    ("memory", ("dataset", "model", "probe", "extra_probes", "memory_budget_gib"),
+     lambda cfg, sizes: check_memory(cfg)),
+)
 
 
 def _check_writable(path: Path) -> None:

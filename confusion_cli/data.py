@@ -19,7 +19,7 @@ import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 from .errors import DataError, is_count
 from .records.safe import UnsafeRecord, kind, open_file
 from .records.writer import fsync_directory
+from .spec import option_defaults
 
 ASSETS = Path(__file__).parent / "assets"
 DIGITS_TEST_SIZE = 297
@@ -53,6 +54,11 @@ class DatasetSpec:
     num_classes: int = 0
     sizes: tuple[int, int] = (0, 0)  # (train, test) of the full official set
     system_dirs: tuple[str, ...] = ()  # where a distribution package may have put the files
+    shape: tuple[int, ...] = ()  # one input, (C, H, W) for images; () = (dataset.dim,)
+    files: tuple[str, ...] = ()  # torchvision: the files under `folder` a complete copy has
+    # bundled and synthetic sets: (dataset config) -> (x_train, y_train, x_test, y_test), all of it
+    loader: Callable[[Any], tuple[torch.Tensor, ...]] | None = None
+    task: str = "classification"  # or "regression" (float targets, a scalar output)
 
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -60,31 +66,6 @@ _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 _CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
 _CIFAR100_FILES = ("train", "test", "meta")
 
-DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec("scikit-learn's 8x8 digits, bundled (1500 train / 297 test), offline",
-                          "bundled", num_classes=10, sizes=(1500, DIGITS_TEST_SIZE)),
-    "mnist": DatasetSpec("MNIST 28x28 digits (torchvision)", "torchvision", "MNIST", "MNIST/raw",
-                         mean=(0.1307,), std=(0.3081,), num_classes=10, sizes=(60000, 10000)),
-    "fashion_mnist": DatasetSpec("Fashion-MNIST 28x28 (torchvision)", "torchvision", "FashionMNIST",
-                                 "FashionMNIST/raw", mean=(0.2860,), std=(0.3530,),
-                                 num_classes=10, sizes=(60000, 10000),
-                                 system_dirs=("/usr/share/datasets/fashion-mnist",)),
-    "cifar10": DatasetSpec("CIFAR-10 32x32 colour (torchvision)", "torchvision", "CIFAR10",
-                           "cifar-10-batches-py", "cifar-10-python.tar.gz",
-                           mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-                           num_classes=10, sizes=(50000, 10000)),
-    "cifar100": DatasetSpec("CIFAR-100 32x32 colour (torchvision)", "torchvision", "CIFAR100",
-                            "cifar-100-python", "cifar-100-python.tar.gz",
-                            mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
-                            num_classes=100, sizes=(50000, 10000)),
-    "sphere": DatasetSpec("synthetic: Gaussian vectors on the unit sphere, random labels (theory)",
-                          "synthetic"),
-    "regression": DatasetSpec("synthetic: linear regression on the unit sphere (Fig 1)",
-                              "synthetic"),
-    "cifar_shaped": DatasetSpec("synthetic: Gaussian images of CIFAR-10's shape with random labels "
-                                "(timing without the dataset: make gpu-check)", "synthetic",
-                                num_classes=10, sizes=(50000, 10000)),
-}
 
 
 @dataclass
@@ -108,11 +89,11 @@ class Data:
 # ---------------------------------------------------------------------------- config access
 
 
-def _opt(cfg: Any, key: str, default: Any) -> Any:
-    """`cfg.key`, or `default` when the key is missing (None stays None: it means "all")."""
-    if hasattr(cfg, "get"):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
+def _filled(cfg: Any) -> Any:
+    """The dataset config ``cfg`` (a config node or a dict, maybe partial: library use) with every
+    key it lacks at its default, which the run spec declares (``spec.option_defaults``)."""
+    given = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.create({**option_defaults("dataset", given.get("name")), **given})
 
 
 def _spec(name: str) -> DatasetSpec:
@@ -132,40 +113,33 @@ def load(cfg: Any, data_dir: str | os.PathLike, device: torch.device | str = "cp
     `classes` (null = all) keeps only the examples of the first k classes (labels 0 .. k-1)
     before that, and the model gets k outputs.
     """
-    if isinstance(cfg, dict):
-        cfg = OmegaConf.create(cfg)
-    name = str(_opt(cfg, "name", "digits"))
+    cfg = _filled(cfg)
+    name = str(cfg.name)
     spec = _spec(name)
-    task = "regression" if name == "regression" else "classification"
-    if spec.source == "torchvision":
+    if spec.loader is None:
         x_tr, y_tr, x_te, y_te = _load_torchvision(name, spec, cfg, Path(data_dir))
-    elif name == "digits":
-        x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_digits())
-    elif name == "sphere":
-        x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_sphere(cfg))
-    elif name == "cifar_shaped":
-        x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_cifar_shaped(cfg))
     else:
-        x_tr, y_tr, x_te, y_te = _subset_split(cfg, *_regression(cfg))
+        x_tr, y_tr, x_te, y_te = _subset_split(cfg, *spec.loader(cfg))
     dev = torch.device(device)
     return Data(name=name, x_train=x_tr.to(dev), y_train=y_tr.to(dev),
-                x_test=x_te.to(dev), y_test=y_te.to(dev), num_classes=num_classes(cfg), task=task,
-                augment=bool(_opt(cfg, "augment", False)) and name.startswith("cifar"))
+                x_test=x_te.to(dev), y_test=y_te.to(dev), num_classes=num_classes(cfg), task=spec.task,
+                augment=bool(cfg.augment) and name.startswith("cifar"))
 
 
 def num_classes(cfg: Any) -> int:
     """Classes of the dataset config (sphere: its ``num_classes``; regression: 0, a scalar output;
     a labelled set restricted by ``classes``: that many)."""
-    name = str(_opt(cfg, "name", "digits"))
+    cfg = _filled(cfg)
+    name = str(cfg.name)
     if name == "sphere":
-        return int(_opt(cfg, "num_classes", 2))
-    classes = _opt(cfg, "classes", None)
+        return int(cfg.num_classes)
+    classes = cfg.classes
     return _spec(name).num_classes if classes is None else int(classes)
 
 
 def _class_subset(cfg: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The examples of the first `classes` classes (labels 0 .. classes-1); all when null."""
-    classes = _opt(cfg, "classes", None)
+    classes = cfg.classes
     if classes is None:
         return x, y
     keep = torch.as_tensor(y) < int(classes)
@@ -186,11 +160,11 @@ def _subset_index(n: int, size: Any, seed: int, what: str) -> torch.Tensor | Non
 
 def _subset_split(cfg: Any, x_tr: torch.Tensor, y_tr: torch.Tensor,
                   x_te: torch.Tensor, y_te: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    seed = int(_opt(cfg, "subset_seed", 0))
+    seed = int(cfg.subset_seed)
     out = []
     for x, y, what in ((x_tr, y_tr, "train_size"), (x_te, y_te, "test_size")):
         x, y = _class_subset(cfg, x, y)
-        idx = _subset_index(len(x), _opt(cfg, what, None), seed, what)
+        idx = _subset_index(len(x), cfg[what], seed, what)
         out += [x, y] if idx is None else [x[idx], y[idx]]
     return tuple(out)
 
@@ -217,9 +191,8 @@ def _unit_rows(n: int, dim: int, g: torch.Generator) -> torch.Tensor:
 
 def _sphere(cfg: Any) -> tuple[torch.Tensor, ...]:
     """Rows uniform on the unit sphere in `dim` dimensions, labels uniform over `num_classes`."""
-    n_train, n_test = int(_opt(cfg, "n_train", 256)), int(_opt(cfg, "n_test", 0))
-    dim, k = int(_opt(cfg, "dim", 64)), int(_opt(cfg, "num_classes", 2))
-    g = torch.Generator().manual_seed(int(_opt(cfg, "data_seed", 0)))
+    n_train, n_test, dim, k = int(cfg.n_train), int(cfg.n_test), int(cfg.dim), int(cfg.num_classes)
+    g = torch.Generator().manual_seed(int(cfg.data_seed))
     x = _unit_rows(n_train + n_test, dim, g)
     y = torch.randint(k, (n_train + n_test,), generator=g)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
@@ -228,8 +201,8 @@ def _sphere(cfg: Any) -> tuple[torch.Tensor, ...]:
 def _cifar_shaped(cfg: Any) -> tuple[torch.Tensor, ...]:
     """Standard-normal (3, 32, 32) images with labels uniform over 10 classes: CIFAR-10's shapes
     and sizes, for timing on machines without the dataset."""
-    n_train, n_test = int(_opt(cfg, "n_train", 50000)), int(_opt(cfg, "n_test", 10000))
-    g = torch.Generator().manual_seed(int(_opt(cfg, "data_seed", 0)))
+    n_train, n_test = int(cfg.n_train), int(cfg.n_test)
+    g = torch.Generator().manual_seed(int(cfg.data_seed))
     x = torch.randn(n_train + n_test, 3, 32, 32, generator=g)
     y = torch.randint(10, (n_train + n_test,), generator=g)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
@@ -237,13 +210,46 @@ def _cifar_shaped(cfg: Any) -> tuple[torch.Tensor, ...]:
 
 def _regression(cfg: Any) -> tuple[torch.Tensor, ...]:
     """Fig 1: x uniform on the unit sphere, w* ~ N(0, I_d), y = <w*, x> + noise * N(0, 1)."""
-    n_train, n_test = int(_opt(cfg, "n_train", 100)), int(_opt(cfg, "n_test", 100))
-    dim, noise = int(_opt(cfg, "dim", 80)), float(_opt(cfg, "noise", 0.0))
-    g = torch.Generator().manual_seed(int(_opt(cfg, "data_seed", 0)))
+    n_train, n_test, dim, noise = int(cfg.n_train), int(cfg.n_test), int(cfg.dim), float(cfg.noise)
+    g = torch.Generator().manual_seed(int(cfg.data_seed))
     x = _unit_rows(n_train + n_test, dim, g)
     w = torch.randn(dim, generator=g)
     y = x @ w + noise * torch.randn(n_train + n_test, generator=g)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+# Every dataset by name with its facts: what `load`, `sizes`, `fetch` and --help read.
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec("scikit-learn's 8x8 digits, bundled (1500 train / 297 test), offline",
+                          "bundled", num_classes=10, sizes=(1500, DIGITS_TEST_SIZE), shape=(1, 8, 8),
+                          loader=lambda cfg: _digits()),
+    "mnist": DatasetSpec("MNIST 28x28 digits (torchvision)", "torchvision", "MNIST", "MNIST/raw",
+                         mean=(0.1307,), std=(0.3081,), num_classes=10, sizes=(60000, 10000),
+                         shape=(1, 28, 28), files=_MNIST_FILES),
+    "fashion_mnist": DatasetSpec("Fashion-MNIST 28x28 (torchvision)", "torchvision", "FashionMNIST",
+                                 "FashionMNIST/raw", mean=(0.2860,), std=(0.3530,),
+                                 num_classes=10, sizes=(60000, 10000),
+                                 system_dirs=("/usr/share/datasets/fashion-mnist",),
+                                 shape=(1, 28, 28), files=_MNIST_FILES),
+    "cifar10": DatasetSpec("CIFAR-10 32x32 colour (torchvision)", "torchvision", "CIFAR10",
+                           "cifar-10-batches-py", "cifar-10-python.tar.gz",
+                           mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+                           num_classes=10, sizes=(50000, 10000), shape=(3, 32, 32),
+                           files=_CIFAR10_FILES),
+    "cifar100": DatasetSpec("CIFAR-100 32x32 colour (torchvision)", "torchvision", "CIFAR100",
+                            "cifar-100-python", "cifar-100-python.tar.gz",
+                            mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+                            num_classes=100, sizes=(50000, 10000), shape=(3, 32, 32),
+                            files=_CIFAR100_FILES),
+    "sphere": DatasetSpec("synthetic: Gaussian vectors on the unit sphere, random labels (theory)",
+                          "synthetic", loader=lambda cfg: _sphere(cfg)),
+    "regression": DatasetSpec("synthetic: linear regression on the unit sphere (Fig 1)",
+                              "synthetic", loader=lambda cfg: _regression(cfg), task="regression"),
+    "cifar_shaped": DatasetSpec("synthetic: Gaussian images of CIFAR-10's shape with random labels "
+                                "(timing without the dataset: make gpu-check)", "synthetic",
+                                num_classes=10, sizes=(50000, 10000), shape=(3, 32, 32),
+                                loader=lambda cfg: _cifar_shaped(cfg)),
+}
 
 
 # ---------------------------------------------------------------------------- torchvision sets
@@ -254,8 +260,7 @@ def _layout_dir(spec: DatasetSpec, root: Path) -> Path:
 
 
 def _required_files(name: str, spec: DatasetSpec, root: Path) -> list[Path]:
-    files = {"cifar10": _CIFAR10_FILES, "cifar100": _CIFAR100_FILES}.get(name, _MNIST_FILES)
-    return [_layout_dir(spec, root) / f for f in files]
+    return [_layout_dir(spec, root) / f for f in spec.files]
 
 
 def _missing_hint(name: str, spec: DatasetSpec, root: Path) -> str:
@@ -324,32 +329,24 @@ def _corrupt_detail(name: str, spec: DatasetSpec, root: Path, err: Exception) ->
     return " ".join(f"{type(err).__name__}: {err}".split())[:200]
 
 
-INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
-                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "cifar_shaped": (3, 32, 32)}
-
 
 def sizes(cfg: Any) -> tuple[int, int, tuple[int, ...]]:
     """(training examples, test examples, shape of one input) of the dataset config, without
     loading anything."""
+    cfg = _filled(cfg)
     full, shape = _full_sizes(cfg)
-    train, test = (n if (size := _opt(cfg, key, None)) is None else min(int(size), n)
+    train, test = (n if (size := cfg[key]) is None else min(int(size), n)
                    for n, key in zip(full, ("train_size", "test_size")))
     return train, test, shape
 
 
 def _full_sizes(cfg: Any) -> tuple[tuple[int, int], tuple[int, ...]]:
-    """((training, test) examples before any subset, the shape of one input), without loading."""
-    name = str(_opt(cfg, "name", "digits"))
-    spec = DATASETS[name]
-    if spec.source == "synthetic" and name not in INPUT_SHAPES:
-        full = int(_opt(cfg, "n_train", 256)), int(_opt(cfg, "n_test", 0))
-        shape: tuple[int, ...] = (int(_opt(cfg, "dim", 64)),)
-    elif spec.source == "synthetic":
-        full = int(_opt(cfg, "n_train", spec.sizes[0])), int(_opt(cfg, "n_test", spec.sizes[1]))
-        shape = INPUT_SHAPES[name]
-    else:
-        full, shape = spec.sizes, INPUT_SHAPES[name]
-    classes = _opt(cfg, "classes", None)
+    """((training, test) examples before any subset, the shape of one input), without loading,
+    of the (filled) dataset config ``cfg``."""
+    spec = DATASETS[str(cfg.name)]
+    full = (int(cfg.n_train), int(cfg.n_test)) if spec.source == "synthetic" else spec.sizes
+    shape = spec.shape or (int(cfg.dim),)
+    classes = cfg.classes
     if classes is not None and spec.num_classes:  # balanced classes (exact for Fashion-MNIST, CIFAR)
         full = tuple(n * int(classes) // spec.num_classes for n in full)
     return full, shape
@@ -362,22 +359,23 @@ def validate(cfg: Any, data_dir: str | os.PathLike) -> int:
     """Check the dataset config before a run (a known name, integer sizes within what the dataset
     has, files on disk) and return the number of training examples the run will have, without
     loading them."""
-    name = str(_opt(cfg, "name", "digits"))
+    cfg = _filled(cfg)
+    name = str(cfg.name)
     spec = _spec(name)
     if spec.source == "synthetic":
         for key, least in (("n_train", 1), ("n_test", 0), ("dim", 1), ("num_classes", 2)):
-            value = _opt(cfg, key, None)
+            value = cfg.get(key)  # those this dataset has
             if value is not None and not (is_count(value, minimum=least) and value <= SYNTHETIC_MAX):
                 raise DataError(f"dataset.{key} must be an integer in [{least}, {SYNTHETIC_MAX}], "
                                 f"got {value!r}")
-    classes = _opt(cfg, "classes", None)
+    classes = cfg.classes
     if classes is not None and not (spec.num_classes and is_count(classes, minimum=2)
                                     and classes <= spec.num_classes):
         raise DataError(f"dataset.classes must be an integer in [2, {spec.num_classes}] (the first "
                         f"k classes of {name}) or null for all, got {classes!r}"
                         if spec.num_classes else f"dataset.classes does not apply to {name}: set it to null")
     for n, key, least in zip(_full_sizes(cfg)[0], ("train_size", "test_size"), (1, 0)):
-        size = _opt(cfg, key, None)
+        size = cfg[key]
         if size is not None and not (is_count(size, minimum=least) and size <= n):
             raise DataError(f"dataset.{key} must be an integer in [{least}, {n}] ({name} has {n}) "
                             f"or null for all, got {size!r}")
@@ -391,7 +389,7 @@ def ensure_available(cfg: Any, data_dir: str | os.PathLike) -> None:
     Cheap: checks that the files exist (downloading them when the network allows); `load`
     reads and verifies them.
     """
-    name = str(_opt(cfg, "name", "digits"))
+    name = str(_filled(cfg).name)
     spec = _spec(name)
     if spec.source != "torchvision":
         return
@@ -407,13 +405,13 @@ def _load_torchvision(name: str, spec: DatasetSpec, cfg: Any,
                       root: Path) -> tuple[torch.Tensor, ...]:
     ensure_available(cfg, root)
     x_tr, y_tr, x_te, y_te = _read_raw(name, spec, root)
-    seed = int(_opt(cfg, "subset_seed", 0))
+    seed = int(cfg.subset_seed)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     out = []
     for x, y, what in ((x_tr, y_tr, "train_size"), (x_te, y_te, "test_size")):
         x, y = _class_subset(cfg, x, y)
-        idx = _subset_index(len(x), _opt(cfg, what, None), seed, what)
+        idx = _subset_index(len(x), cfg[what], seed, what)
         if idx is not None:  # subset before converting to float: less memory
             x, y = x[idx], y[idx]
         out += [(x.float().div_(255.0) - mean) / std, y]

@@ -13,7 +13,8 @@ option of a part is a dataclass here (``SCHEMAS``), registered in Hydra's Config
   (``invalid``). Floats and booleans are ``Any``: OmegaConf would turn an override's ``1`` into
   ``1.0`` (a different config hash for every record written with it) and read ``no`` or ``1``
   as a boolean; their part's check refuses anything but numbers and true/false;
-- each part validates itself (``VALIDATORS``, run by ``config.check_job``);
+- each part validates itself (``config.VALIDATORS``: the run options' check here, each group's
+  in its own module: ``models.validate``, ``data.validate``, ``train.check_optim``, ``probes.check``);
 - each field says whether it is semantic (``semantic``): whether it changes what a run computes,
   so it enters the config hash (``records.hashing``) and tells runs apart in figures and claims
   (``figures.select.config_columns``). The fields of dataset, model, optim, probe and every extra
@@ -88,6 +89,7 @@ class Dataset:
     test_size: int | None = None
     augment: Any = False  # cifar*: random crop (pad 4) + horizontal flip, batched on the device
     classes: int | None = None  # k: only the first k classes (labels 0 .. k-1), a k-way classifier
+    subset_seed: int = 0  # the permutation train_size / test_size take the first n of
 
 
 @dataclass
@@ -288,6 +290,17 @@ def comments(chosen: dict[str, str | None]) -> dict[str, str]:
     return found
 
 
+def option_defaults(group: str, name: Any) -> dict[str, Any]:
+    """The defaults of the option of ``group`` (dataset or model) whose ``name`` is ``name``: its
+    dataclass's (the group's plain one, ``Dataset``, for a name without its own), for code that
+    is handed a partial config (library use, tests)."""
+    for schema_name in SCHEMAS[group]:
+        defaults = schema_defaults(group, schema_name) or {}
+        if defaults.get("name") == name:
+            return defaults
+    return schema_defaults(group, "spec") or {} if "spec" in SCHEMAS[group] else {}
+
+
 # -- semantic fields ------------------------------------------------------------------------------
 def is_semantic(key: str) -> bool:
     """Whether the (dotted) config key ``key`` changes what a run computes: any key of a part, the
@@ -308,7 +321,6 @@ def non_semantic_root_keys() -> tuple[str, ...]:
 
 
 # -- each part validates itself -------------------------------------------------------------------
-GIB = 1 << 30
 SEED_LIMIT = 1 << 63  # torch.manual_seed takes a seed in [0, 2^63)
 
 # The keys that are booleans: true or false only (YAML's 'no', 'off', 1 or a string would be
@@ -360,79 +372,3 @@ def check_run_options(cfg) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", str(value)):
             raise ConfusionError(f"{key} must be a plain name (letters, digits, '.', '_', '-'; no "
                                  f"'/' or leading '.'), got {value!r}: it names a folder under records_root")
-
-
-def check_memory(cfg) -> None:
-    """Refuse, in one line naming the setting to change, a run whose estimated memory (the data
-    on the device, the model with its gradients and optimizer state, and the largest of its
-    probes) is above ``memory_budget_gib``. Estimates, not measurements: `make bench` measures."""
-    import torch
-
-    from . import data, models, probes
-
-    train, test, shape = data.sizes(cfg.dataset)
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        model = models.build_model(cfg.model, shape, data.num_classes(cfg.dataset))
-    params = sum(p.numel() for p in model.parameters())
-    floats = math.prod(shape)
-    parts = [(4 * (train + test) * floats, "dataset.train_size"), (16 * params, "model.width")]
-    parts += probes.memory(cfg.probe, cfg.get("extra_probes"), params, floats, model)  # checks the model too
-    budget = cfg.memory_budget_gib
-    total = sum(size for size, _ in parts)
-    if total > budget * GIB:
-        size, option = max(parts)
-        raise ConfusionError(f"this run would hold about {total / GIB:.1f} GiB ({size / GIB:.1f} GiB "
-                             f"set by {option}), above memory_budget_gib={budget}: lower {option}, "
-                             "or raise memory_budget_gib if the device has the memory")
-
-
-def _model(cfg, sizes):
-    from . import models
-
-    return models.validate(cfg.model)
-
-
-def _dataset(cfg, sizes):
-    from . import data
-
-    return data.validate(cfg.dataset, cfg.data_dir)
-
-
-def _optim(cfg, sizes):
-    from .train import check_optim
-
-    return check_optim(cfg.optim)
-
-
-def _probes(cfg, sizes):
-    from . import probes
-
-    return probes.check(cfg.probe, cfg.get("extra_probes"), sizes["dataset"])
-
-
-def _device(cfg, sizes):
-    from .backend import check_device
-
-    return check_device(str(cfg.device))
-
-
-def _logger(cfg, sizes):
-    from . import tracker
-
-    return tracker.check(cfg.logger)
-
-
-# (check name, the config nodes its result depends on, the check): each part's check, in the
-# order ``config.check_job`` runs them; a check's result is kept by name (the dataset's: the
-# training set's size, which the probes' check reads). Run once per distinct value of its nodes.
-VALIDATORS = (
-    ("model", ("model",), _model),
-    ("dataset", ("dataset", "data_dir"), _dataset),
-    ("optim", ("optim",), _optim),
-    ("probes", ("probe", "extra_probes", "dataset", "data_dir"), _probes),
-    ("device", ("device",), _device),
-    ("logger", ("logger",), _logger),
-    ("run", None, lambda cfg, sizes: check_run_options(cfg)),  # before the estimate reads memory_budget_gib
-    ("memory", ("dataset", "model", "probe", "extra_probes", "memory_budget_gib"),
-     lambda cfg, sizes: check_memory(cfg)),
-)

@@ -51,7 +51,7 @@ def test_a_value_of_the_wrong_type_is_its_parts_own_line():
 
 
 def test_each_part_validates_itself():
-    names = [name for name, _, _ in spec.VALIDATORS]
+    names = [name for name, _, _ in config.VALIDATORS]
     assert names[:4] == ["model", "dataset", "optim", "probes"] and names[-1] == "memory"
     assert set(spec.PARTS) - {"extra_probes"} <= {n.removesuffix("s") for n in names} | {"probe"}
 

@@ -2,7 +2,8 @@
 
 The protocol (Probe, ProbeContext, Schedule) is in ``base``; every module of this package is
 imported here, so a ``@register``-ed Probe in a new file is found by name with no other edit.
-``probe.mode`` picks the confusion probe (``confusion``), ``extra_probes=[...]`` the others.
+``probe.mode`` picks the confusion probe (a registered probe of kind "confusion": ``MODES``),
+``extra_probes=[...]`` the others (kind "extra").
 
 BatchNorm convention (``probe.bn_mode``, written into each run's record by ``bn_convention``):
 - ``train``, the default of the mini-batch probes (minibatch_pairs, all_pairs, grad_norm): each
@@ -25,7 +26,7 @@ from torch import nn
 
 from ..errors import ConfusionError
 from .base import PROBES, Probe, ProbeContext, Schedule, register
-from .confusion import MODES, check_bn_mode
+from .confusion import check_bn_mode
 from .gram import per_example_gram
 from .naive import BN_MODES, bn_mode, naive_per_example_gram
 from .pairs import all_pairs_stats, minibatch_pair_stats
@@ -33,6 +34,9 @@ from .stats import gram_pair_statistics, pair_statistics
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
+
+# the confusion probes (probe.mode), in the order they registered: the registry's own entries
+MODES = tuple(name for name, probe in PROBES.items() if probe.kind == "confusion")
 
 BN_CONVENTIONS = {
     "train": ("train: each mini-batch gradient is the one SGD steps on (BatchNorm uses the batch's "
@@ -48,8 +52,8 @@ def bn_convention(cfg) -> str:
 
 
 def extra_names() -> list[str]:
-    """The probes ``extra_probes=[...]`` can name: every registered one but the confusion modes."""
-    return sorted(name for name in PROBES if name not in MODES)
+    """The probes ``extra_probes=[...]`` can name: every registered one of kind "extra"."""
+    return sorted(name for name, probe in PROBES.items() if probe.kind == "extra")
 
 
 def build(probe_cfg, extra_cfg) -> list[Probe]:

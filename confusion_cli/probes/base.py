@@ -58,9 +58,13 @@ class ProbeContext:
 
 
 class Probe(ABC):
-    """One statistic at the current weights, configured by its config node ``settings``."""
+    """One statistic at the current weights, configured by its config node ``settings``.
+
+    ``kind``: "confusion" for the probes ``probe.mode`` chooses (their settings are the ``probe``
+    node), "extra" for those ``extra_probes=[...]`` chooses (settings: ``extra_probes.NAME``)."""
 
     name: ClassVar[str]
+    kind: ClassVar[str] = "extra"
 
     def __init__(self, settings: Any):
         self.settings = settings

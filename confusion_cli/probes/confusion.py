@@ -27,8 +27,6 @@ from .naive import BN_MODES
 from .pairs import GRADIENT_BUDGET_BYTES, all_pairs_stats, check_group, minibatch_pair_stats
 from .stats import SAMPLES, gram_pair_statistics
 
-MODES = ("minibatch_pairs", "all_pairs", "per_example")
-
 
 def check_bn_mode(cfg) -> str:
     """``cfg.bn_mode`` if the probe ``cfg.mode`` supports it, else a one-line ConfusionError."""
@@ -45,6 +43,7 @@ def check_bn_mode(cfg) -> str:
 class ConfusionProbe(Probe):
     """The shared checks and the split into scalars and samples of the three modes."""
 
+    kind = "confusion"  # chosen by probe.mode, its settings the probe node
     size_key = "batch_size"  # the setting that must fit in the training set
 
     def check(self, train_size: int) -> None:
