@@ -21,9 +21,11 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from .errors import ConfusionError, is_count, is_number
+from .spec import option_defaults
 
 ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], float]] = {
     # name -> (module factory, kappa of the paper's Gaussian init)
@@ -35,8 +37,11 @@ INITS = ("gaussian", "orthogonal", "balanced", "default")
 BALANCED_MODELS = ("linear", "linreg")  # model.init=balanced: deep linear nets only
 
 
-def _get(cfg, key, default=None):
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+def _filled(cfg):
+    """The model config ``cfg`` (a node or a dict, maybe partial: library use, tests) with every
+    key it lacks at the default the run spec declares for its model (``spec.option_defaults``)."""
+    given = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.create({**option_defaults("model", given.get("name")), **given})
 
 
 def check_balanced_widths(shapes: list[tuple[int, int]]) -> int:
@@ -212,7 +217,29 @@ class CNN(nn.Module):
         return self.head(out.mean(dim=(2, 3)))
 
 
-MODELS = ("mlp", "cnn", "linear", "linreg")
+def _mlp(cfg, shape: tuple[int, ...], out: int) -> tuple[nn.Module, str]:
+    if cfg.batch_norm or cfg.skip:
+        return ResidualMLP(math.prod(shape), out, cfg.depth, cfg.width, cfg.activation, cfg.bias,
+                           cfg.batch_norm, cfg.skip), cfg.activation
+    return MLP(math.prod(shape), out, cfg.depth, cfg.width, cfg.activation, cfg.bias), cfg.activation
+
+
+def _linear(cfg, shape: tuple[int, ...], out: int) -> tuple[nn.Module, str]:
+    """Deep linear net: depth layers in all, no biases, no activations."""
+    return MLP(math.prod(shape), out, cfg.depth - 1, cfg.width, "linear", False), "linear"
+
+
+def _linreg(cfg, shape: tuple[int, ...], out: int) -> tuple[nn.Module, str]:
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), out, bias=cfg.bias)), "linear"
+
+
+def _cnn(cfg, shape: tuple[int, ...], out: int) -> tuple[nn.Module, str]:
+    return CNN(shape[0], out, cfg.depth, cfg.width, cfg.batch_norm, cfg.skip), "relu"
+
+
+# Every model by name: (its (filled) config, the input shape, outputs) -> (the net, the activation
+# its initialisation assumes). Its keys and their defaults: the run spec's dataclass of that name.
+MODELS = {"mlp": _mlp, "cnn": _cnn, "linear": _linear, "linreg": _linreg}
 
 
 # Bounds checked before anything is built: a wider or deeper net than this is a typo here
@@ -223,11 +250,12 @@ DEPTH_MAX = 1000
 
 def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
     """Raise ConfusionError (one line, with the fix) for an impossible model config."""
-    name = _get(cfg, "name")
+    cfg = _filled(cfg)
+    name = cfg.get("name")
     if name not in MODELS:
         raise ConfusionError(f"unknown model '{name}': choose one of {', '.join(MODELS)} "
                              "(model=NAME)")
-    depth, width = _get(cfg, "depth", 1), _get(cfg, "width", 1)
+    depth, width = cfg.get("depth"), cfg.get("width")  # linreg has neither
     if name != "linreg":
         if not (is_count(width) and width <= WIDTH_MAX):
             raise ConfusionError(f"model.width must be a positive integer (at most {WIDTH_MAX}), "
@@ -237,7 +265,7 @@ def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
             kind = "positive" if least else "non-negative"
             raise ConfusionError(f"model.depth must be a {kind} integer (at most {DEPTH_MAX}), "
                                  f"got {depth!r}")
-    if name == "mlp" and (_get(cfg, "batch_norm", False) or _get(cfg, "skip", False)) and depth < 1:
+    if name == "mlp" and (cfg.batch_norm or cfg.skip) and depth < 1:
         raise ConfusionError("model.batch_norm / model.skip need model.depth >= 1 hidden layers, "
                              f"got {depth}")
     if name == "cnn":
@@ -247,17 +275,17 @@ def validate(cfg, input_shape: tuple[int, ...] | None = None) -> None:
         if input_shape is not None and len(input_shape) != 3:
             raise ConfusionError(f"model=cnn needs image data (C,H,W), got inputs of shape "
                                  f"{tuple(input_shape)}: use model=mlp for vector data")
-    activation = _get(cfg, "activation", "relu")
+    activation = cfg.get("activation", "relu")  # the CNN's is ReLU, not a key
     if activation not in ACTIVATIONS:
         raise ConfusionError(f"unknown model.activation '{activation}': choose one of "
                              f"{', '.join(ACTIVATIONS)}")
-    init = _get(cfg, "init", "gaussian")
+    init = cfg.init
     if init not in INITS:
         raise ConfusionError(f"unknown model.init '{init}': choose one of {', '.join(INITS)}")
     if init == "balanced" and name not in BALANCED_MODELS:
         raise ConfusionError(f"model.init=balanced is for deep linear nets (model=linear or linreg), "
                              f"got model={name}: choose gaussian, orthogonal or default")
-    gain = _get(cfg, "init_gain", 1.0)
+    gain = cfg.init_gain
     if not (is_number(gain) and math.isfinite(gain) and gain > 0):
         raise ConfusionError(f"model.init_gain must be a finite positive number, got {gain!r}")
 
@@ -268,25 +296,7 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
     ``num_classes`` = 0 means a scalar regression output.
     """
     validate(cfg, input_shape)
-    name = _get(cfg, "name")
-    out = max(num_classes, 1)
-    in_features = math.prod(input_shape)
-    activation = _get(cfg, "activation", "relu")
-    if name == "mlp" and (_get(cfg, "batch_norm", False) or _get(cfg, "skip", False)):
-        model: nn.Module = ResidualMLP(in_features, out, _get(cfg, "depth"), _get(cfg, "width"),
-                                       activation, _get(cfg, "bias", True),
-                                       _get(cfg, "batch_norm", False), _get(cfg, "skip", False))
-    elif name == "mlp":
-        model = MLP(in_features, out, _get(cfg, "depth"), _get(cfg, "width"),
-                    activation, _get(cfg, "bias", True))
-    elif name == "linear":  # deep linear net: depth layers in all, no biases, no activations
-        activation = "linear"
-        model = MLP(in_features, out, _get(cfg, "depth") - 1, _get(cfg, "width"), "linear", False)
-    elif name == "linreg":
-        model = nn.Sequential(nn.Flatten(), nn.Linear(in_features, out, bias=_get(cfg, "bias", False)))
-        activation = "linear"
-    else:
-        model = CNN(input_shape[0], out, _get(cfg, "depth"), _get(cfg, "width"),
-                    _get(cfg, "batch_norm", False), _get(cfg, "skip", False))
-    init_weights(model, _get(cfg, "init", "gaussian"), activation, _get(cfg, "init_gain", 1.0))
+    cfg = _filled(cfg)
+    model, activation = MODELS[cfg.name](cfg, tuple(input_shape), max(num_classes, 1))
+    init_weights(model, cfg.init, activation, cfg.init_gain)
     return model
