@@ -148,3 +148,18 @@ def test_a_key_added_later_is_left_out_at_its_first_default(tmp_path, monkeypatc
     assert overrides == []
     at_new_default, at_epoch = hashes(root, [[], ["probe.schedule=epoch"]])
     assert at_epoch == base and at_new_default != base
+
+
+def test_vetting_a_record_again_parses_and_hashes_its_config_once(monkeypatch):
+    """records.vet keeps each config.yaml's hash by its text: readers that vet the same records
+    on every call (status, claims, plot) hash each once; a changed file is hashed again."""
+    from confusion_cli.records import reader
+
+    calls = []
+    monkeypatch.setattr(reader, "config_hash", lambda cfg: calls.append(1) or records.config_hash(cfg))
+    reader._parsed_and_hashed.cache_clear()
+    first = reader.vet(FIXTURES, FIXTURES / "old_record")
+    again = reader.vet(FIXTURES, FIXTURES / "old_record")
+    assert first == again and len(calls) == 1
+    again[1]["seed"] = -5  # the caller's copy: the kept config is untouched
+    assert reader.vet(FIXTURES, FIXTURES / "old_record")[1] == first[1]

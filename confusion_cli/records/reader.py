@@ -10,6 +10,7 @@ and a planted record is never drawn, selected or resumed."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import stat
 import sys
 import warnings
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +136,40 @@ def vet(root: str | os.PathLike, run_dir: str | os.PathLike) -> tuple[dict[str, 
     except ValueError as exc:
         raise CorruptRecord(f"{run_dir / RUN_JSON}: {one_line(exc)}") from None
     try:
-        config = read_config(run_dir / CONFIG)
+        text = read_text(run_dir / CONFIG)
     except UnsafeRecord:
         raise
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise ValueError(f"its {CONFIG} is unreadable ({one_line(exc)})") from None
-    try:
-        actual = config_hash(config)
-    except Exception as exc:  # noqa: BLE001 - a config no hash can be taken of is not believed
-        raise ValueError(f"its {CONFIG} cannot be hashed ({type(exc).__name__}: {one_line(exc)})") from None
+    config, actual = _parsed_and_hashed(text, _declared_defaults())
     if actual != meta.get("config_hash"):
         raise ValueError(f"its {CONFIG} does not hash to the hash its run.json claims")
-    return meta, config
+    return meta, copy.deepcopy(config)
+
+
+def _declared_defaults() -> tuple:
+    """What the hash's declared defaults are read from (the config tree, the spec's schemas): a
+    test that swaps them gets fresh hashes."""
+    from .. import spec
+    from . import migrate as migration
+
+    return str(migration.CONFIGS), tuple(id(s) for group in spec.SCHEMAS.values() for s in group.values())
+
+
+@lru_cache(maxsize=8192)
+def _parsed_and_hashed(text: str, defaults: tuple) -> tuple[dict[str, Any], str]:
+    """(the config, its hash) of a config.yaml's text, or the ValueError saying why neither can be
+    had. Kept by text (and ``defaults``): a reader that vets the same records again (``confusion
+    status`` every few seconds, claims and figures reading one sweep) parses, migrates and hashes
+    each config once; the file is still opened and its path, owner and kind checked every call."""
+    try:
+        config = parse_config(text)
+    except ValueError as exc:
+        raise ValueError(f"its {CONFIG} is unreadable ({one_line(exc)})") from None
+    try:
+        return config, config_hash(config)
+    except Exception as exc:  # noqa: BLE001 - a config no hash can be taken of is not believed
+        raise ValueError(f"its {CONFIG} cannot be hashed ({type(exc).__name__}: {one_line(exc)})") from None
 
 
 class CorruptRecord(ValueError):
