@@ -22,9 +22,11 @@ alone, a mini-batch gradient the gradient of the mean loss on that batch.
 import importlib
 import pkgutil
 
+from omegaconf import OmegaConf
 from torch import nn
 
 from ..errors import ConfusionError
+from ..spec import schema_defaults
 from .base import PROBES, Probe, ProbeContext, Schedule, register
 from .confusion import check_bn_mode
 from .gram import per_example_gram
@@ -48,7 +50,7 @@ BN_CONVENTIONS = {
 
 def bn_convention(cfg) -> str:
     """The sentence run.json records for the probe config ``cfg`` (its ``bn_mode``)."""
-    return BN_CONVENTIONS[check_bn_mode(cfg)]
+    return BN_CONVENTIONS[check_bn_mode(filled(cfg))]
 
 
 def extra_names() -> list[str]:
@@ -56,10 +58,18 @@ def extra_names() -> list[str]:
     return sorted(name for name, probe in PROBES.items() if probe.kind == "extra")
 
 
+def filled(probe_cfg):
+    """The probe config ``probe_cfg`` (maybe partial: library use, tests) with every key it lacks
+    at the run spec's default (``spec.Probe``)."""
+    given = probe_cfg if isinstance(probe_cfg, dict) else OmegaConf.to_container(probe_cfg, resolve=True)
+    return OmegaConf.create({**schema_defaults("probe", "spec"), **given})
+
+
 def build(probe_cfg, extra_cfg) -> list[Probe]:
     """The probes a run uses: the confusion probe ``probe_cfg.mode`` (none: no confusion probe),
     then each probe named in ``extra_cfg`` (the ``extra_probes`` node: name -> settings)."""
     built: list[Probe] = []
+    probe_cfg = filled(probe_cfg)
     if probe_cfg.mode != "none":
         if probe_cfg.mode not in MODES:
             raise ConfusionError(f"unknown probe.mode '{probe_cfg.mode}': choose "
@@ -87,7 +97,7 @@ def memory(probe_cfg, extra_cfg, params: int, example_floats: int,
 
 def check(probe_cfg, extra_cfg, train_size: int) -> Schedule:
     """Validate every probe of a run and its schedule before training; return the schedule."""
-    schedule = Schedule.from_config(probe_cfg)
+    schedule = Schedule.from_config(filled(probe_cfg))
     for probe in build(probe_cfg, extra_cfg):
         probe.check(train_size)
     return schedule

@@ -142,7 +142,7 @@ class Schedule:
     def from_config(cls, probe_cfg: Any) -> Schedule:
         """The schedule of the probe config ``probe_cfg`` (its schedule, every, at_init), checked."""
         positive_int(probe_cfg, "every", "probe")
-        return cls.parse(probe_cfg.get("schedule", "epoch"), probe_cfg.every, probe_cfg.at_init)
+        return cls.parse(probe_cfg.schedule, probe_cfg.every, probe_cfg.at_init)
 
     @classmethod
     def parse(cls, text: Any, every: int = 1, at_init: bool = True) -> Schedule:

@@ -30,11 +30,11 @@ from .stats import SAMPLES, gram_pair_statistics
 
 def check_bn_mode(cfg) -> str:
     """``cfg.bn_mode`` if the probe ``cfg.mode`` supports it, else a one-line ConfusionError."""
-    mode = cfg.get("bn_mode", "train")
+    mode = cfg.bn_mode
     if mode not in BN_MODES:
         raise ConfusionError(f"unknown probe.bn_mode '{mode}': choose train (the gradient SGD "
                              "takes, batch statistics) or eval (running statistics)")
-    if mode == "train" and cfg.get("mode") == "per_example":
+    if mode == "train" and cfg.mode == "per_example":
         raise ConfusionError("probe=per_example needs probe.bn_mode=eval: in train mode BatchNorm "
                              "couples the examples of a batch, so per-example gradients are not defined")
     return mode
@@ -50,12 +50,12 @@ class ConfusionProbe(Probe):
         for key in ("pairs", "batches", "examples", "batch_size"):
             positive_int(self.settings, key, "probe")
         positive_int(self.settings, "chunk_size", "probe", allow_none=True)
-        check_group(self.settings.get("group", 1))
+        check_group(self.settings.group)
         check_bn_mode(self.settings)
         fits(self.settings, self.size_key, "probe", train_size)
 
     def measure(self, ctx: ProbeContext) -> tuple[Scalars, Samples]:
-        stats = self.statistics(ctx, check_bn_mode(self.settings), self.settings.get("group", 1))
+        stats = self.statistics(ctx, check_bn_mode(self.settings), self.settings.group)
         samples = {key: stats.pop(key) for key in SAMPLES}
         return stats, samples
 
@@ -67,7 +67,7 @@ class ConfusionProbe(Probe):
 class MinibatchPairs(ConfusionProbe):
     def memory(self, params: int, example_floats: int) -> tuple[int, str]:
         inputs = 2 * self.settings.pairs * self.settings.batch_size * example_floats  # drawn up front
-        return 4 * (inputs + 2 * self.settings.get("group", 1) * params), "probe.pairs"
+        return 4 * (inputs + 2 * self.settings.group * params), "probe.pairs"
 
     def statistics(self, ctx: ProbeContext, bn_mode: str, group: int) -> dict:
         size = self.settings.batch_size
