@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from confusion_cli import config, models
 from confusion_cli.errors import ConfusionError
+from confusion_cli.records import migrate
 
 SCALES = config.options("scale")
 SWEEPS = config.options("sweep")
@@ -75,6 +76,9 @@ def test_schema_check_leaves_hydra_groups_and_keys_to_hydra():
     assert cfg.hydra.launcher.n_jobs == 2
 
 
+HESSIAN_SETTINGS = ", ".join(sorted(migrate.declared("extra_probes", "hessian")))  # as its file declares
+
+
 # A mistyped key is one line naming the key meant, in any node, an extra probe's settings included
 @pytest.mark.parametrize("overrides, hint", [
     (["extra_probes=[hessian]", "extra_probes.hessian.itres=3"],
@@ -85,9 +89,9 @@ def test_schema_check_leaves_hydra_groups_and_keys_to_hydra():
      ": did you mean 'extra_probes.example_pairs.examples'?"),
     (["extra_probes=[hessian]", "hessian.iters=3"], ": did you mean 'extra_probes.hessian.iters'?"),
     (["extra_probes=[hessian]", "extra_probes.hessian.zzz=3"],
-     " (extra_probes.hessian takes examples, iters, top_k)"),
+     f" (extra_probes.hessian takes {HESSIAN_SETTINGS})"),
     (["extra_probes.hessian.itres=3"], ": did you mean 'extra_probes.hessian.iters'? choose the probe with "
-                                       "extra_probes=[hessian] to set its settings (examples, iters, top_k)"),
+                                       f"extra_probes=[hessian] to set its settings ({HESSIAN_SETTINGS})"),
     (["hessian.iters=3"],
      ": the hessian probe's settings are extra_probes.hessian.iters, with extra_probes=[hessian]"),
     (["optim.lrr=0.1"], ": did you mean 'optim.lr'?"),
