@@ -1,0 +1,66 @@
+"""Issue 26's sweeps (spectrum_classes, spectrum_batch, jamming): they compose at every scale, and
+their smoke versions run end to end through the real CLI on a tiny fake Fashion-MNIST and plot
+their figures (CPU, offline)."""
+
+import pandas as pd
+import pytest
+from fakes import run_cli, write_dataset
+
+from confusion_cli import config, records
+
+SWEEPS = {"spectrum_classes": "dataset.classes", "spectrum_batch": "optim.batch_size",
+          "jamming": "model.width"}
+FIGURES = {"spectrum_classes": ["spectrum_classes"], "spectrum_batch": ["spectrum_batch", "spectrum_density"],
+           "jamming": ["jamming"]}
+
+
+@pytest.mark.parametrize("scale", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("name", SWEEPS)
+def test_spectrum_sweeps_compose_and_probe_at_init_and_end(name, scale):
+    cfg = config.compose([f"+sweep={name}", f"scale={scale}"])
+    assert cfg.dataset.name == "fashion_mnist" and cfg.probe.mode == "none"
+    assert cfg.probe.every == cfg.optim.epochs and cfg.probe.at_init
+    assert "fisher" in cfg.extra_probes
+    assert SWEEPS[name] in config.plan_sweep(cfg.hydra, [])
+    if name != "jamming":
+        assert cfg.extra_probes.hessian.spectrum and cfg.extra_probes.hessian.top_k >= 10
+
+
+@pytest.fixture(scope="module")
+def smoke_outputs(tmp_path_factory):
+    """Every spectrum sweep at scale=smoke into one records directory, then `confusion plot`."""
+    root = tmp_path_factory.mktemp("spectra_sweeps")
+    write_dataset(root / "data", "fashion_mnist", n_train=400, n_test=200)
+    for name in SWEEPS:
+        done = run_cli(["run", f"+sweep={name}", "scale=smoke"], root, patch_md5=True)
+        assert done.returncode == 0, done.stderr
+    plot = run_cli(["plot", "outputs"], root)
+    assert plot.returncode == 0, plot.stderr
+    return root, records.load(root / "outputs")
+
+
+@pytest.mark.slow
+def test_smoke_spectrum_sweeps_complete_with_their_columns(smoke_outputs):
+    _, frame = smoke_outputs
+    assert set(frame["status"]) == {"complete"}
+    by_sweep = dict(tuple(frame.groupby("sweep.name")))
+    assert set(by_sweep) == set(SWEEPS)
+    probed = {name: runs[runs["fisher_top1"].notna()] for name, runs in by_sweep.items()}
+    assert all(set(runs["epoch"]) == {0, runs["epoch"].max()} for runs in probed.values())
+    classes = probed["spectrum_classes"]
+    assert sorted(classes["dataset.classes"].unique()) == [2, 10]
+    assert classes[["hess_outliers", "gn_outliers", "gn_top20", "fisher_outliers"]].notna().all().all()
+    weights = probed["spectrum_batch"].filter(regex=r"^hess_sld_weight\d+$").sum(axis=1)
+    assert (weights - 1).abs().max() < 1e-6
+    assert probed["jamming"][["ex_q05_cos", "fisher_params"]].notna().all().all()
+    assert pd.api.types.is_numeric_dtype(probed["jamming"]["fisher_params"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SWEEPS)
+def test_smoke_spectrum_sweep_plots_its_figures(smoke_outputs, name):
+    root, _ = smoke_outputs
+    figures = root / "outputs" / "figures"
+    for stem in FIGURES[name]:
+        for suffix in ("png", "pdf", "csv"):
+            assert (figures / f"{stem}.{suffix}").is_file()
