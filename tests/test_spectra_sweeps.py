@@ -49,7 +49,7 @@ def test_smoke_spectrum_sweeps_complete_with_their_columns(smoke_outputs):
     assert all(set(runs["epoch"]) == {0, runs["epoch"].max()} for runs in probed.values())
     classes = probed["spectrum_classes"]
     assert sorted(classes["dataset.classes"].unique()) == [2, 10]
-    assert classes[["hess_outliers", "gn_outliers", "gn_top20", "fisher_outliers"]].notna().all().all()
+    assert classes[["hess_outliers", "gn_outliers", "gn_top1", "fisher_outliers"]].notna().all().all()
     weights = probed["spectrum_batch"].filter(regex=r"^hess_sld_weight\d+$").sum(axis=1)
     assert (weights - 1).abs().max() < 1e-6
     assert probed["jamming"][["ex_q05_cos", "fisher_params"]].notna().all().all()
