@@ -58,6 +58,7 @@ def read_checkpoint(run_dir: Path, prefix: str = "") -> dict | None:
         return state
     except Exception as exc:  # noqa: BLE001 - any unreadable file means: start again
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = reason.replace(f"{path} ", "it ", 1)  # the path is named once, and the cut keeps the why
         warn(f"checkpoint {path} is unreadable ({reason[:120]}); restarting this run from scratch",
              prefix)
         return None
