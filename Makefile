@@ -14,13 +14,15 @@ install:  ## virtual environment with the package (editable) and the test tools
 	$(MAKE) wheelhouse
 	@echo "installed: activate with 'source $(VENV)/bin/activate', then run 'confusion --help'"
 
-test:  ## lint and the whole test suite (CPU only, no network)
+# pytest-xdist: one worker per core (TEST_JOBS=0 runs the tests in this process, one by one)
+TEST_JOBS ?= auto
+test:  ## lint and the whole test suite (CPU only, no network), one pytest worker per core
 	$(BIN)/ruff check confusion_cli tests
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup
 
 test-fast:  ## lint and the tests not marked slow (a few minutes on 2 cores; make test runs all)
 	$(BIN)/ruff check confusion_cli tests
-	$(BIN)/pytest -m 'not slow' --strict-markers
+	$(BIN)/pytest -m 'not slow' --strict-markers -n $(TEST_JOBS) --dist loadgroup
 
 lint:
 	$(BIN)/ruff check confusion_cli tests
