@@ -376,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     py = python_command()
     sections = args.bench_sections or ("" if args.full else ",".join(BENCH_SECTIONS))
     if args.dry_run:
-        sweep = ["+sweep=depth", "scale=smoke", f"dataset={dataset}", "device=cpu"]
+        # the script's path, not a timing: one run (depth 10) of one epoch, the lightest the sweep has
+        sweep = ["+sweep=depth", "scale=smoke", f"dataset={dataset}", "device=cpu",
+                 "sweep.depths.smoke='10'", "optim.epochs=1", "optim.milestones=[]"]
     elif args.full:
         sweep = ["+sweep=depth", "scale=quick", f"dataset={dataset}"]
     else:  # one seed, one LR, 2 depths, 2 epochs of the quick sweep
