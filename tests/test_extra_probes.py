@@ -114,7 +114,8 @@ def make_trainer(overrides: list[str]) -> Trainer:
     cfg = config.run_config(["probe=none", "optim.epochs=1", "dataset.train_size=256",
                               f"extra_probes=[{every}]", "extra_probes.hessian.examples=32",
                               "extra_probes.hessian.iters=8", "extra_probes.example_pairs.examples=16",
-                              "extra_probes.canonical.examples=16", *overrides])
+                              "extra_probes.canonical.examples=16", "extra_probes.fisher.examples=16",
+                              *overrides])
     trainer = Trainer.from_config(cfg, data.load(cfg.dataset, cfg.data_dir), torch.device("cpu"))
     trainer.probes = [probe for probe in trainer.probes if measures(probe, trainer.model)]
     return trainer
