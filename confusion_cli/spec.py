@@ -58,8 +58,9 @@ class RunOptions:
     data_dir: str = setting("${confusion.data_dir:}", semantic=False)
     records_root: str = setting("${oc.env:CONFUSION_OUTPUTS,outputs}", semantic=False)
     launch_id: str = setting("${now:%Y-%m-%d_%H-%M-%S}", semantic=False)  # unique per `confusion run`
-    progress: Any = setting(True, semantic=False)  # one line per epoch
-    # none | tensorboard: scalars and pair-cosine histograms in RUN_DIR/tensorboard
+    progress: Any = setting(True, semantic=False)  # live lines on a terminal, else a line per epoch
+    # none | tensorboard: train/ probe/ time/ scalars, pair-cosine histograms and hparams in
+    # RUN_DIR/tensorboard (a sweep's runs: SWEEP_DIR/tensorboard/<swept values>)
     logger: str = setting("none", semantic=False)
     eval_batch_size: int = 1000
     # refuse a run estimated to hold more (data, model, probes); raise it on a big GPU
