@@ -61,7 +61,9 @@ def drive(view: progress.Live, clock: Clock) -> list[list[tuple[str, str, float]
 
 
 @pytest.mark.parametrize("use_tqdm", [True, False])
-def test_the_live_lines_say_epoch_loss_min_cos_and_the_etas(use_tqdm):
+def test_the_live_lines_say_epoch_loss_min_cos_and_the_etas(use_tqdm, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: lines are cut to its width (under
+    # pytest-xdist a worker has no terminal, and the fallback of 80 columns cut them)
     clock, stream, out = Clock(), Tty(), Tty()
     view = progress.Live(stream, out, use_tqdm=use_tqdm, clock=clock)
     start, steps, epoch, ended, second = drive(view, clock)
@@ -151,6 +153,7 @@ def test_off_a_terminal_a_run_prints_the_plain_lines(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_on_a_terminal_a_run_draws_its_live_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough for the whole line
     tty = Tty()
     assert run_tiny(tmp_path, monkeypatch, tty, tty) == 0
     text = tty.getvalue()
