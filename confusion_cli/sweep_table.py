@@ -124,9 +124,14 @@ def run_cpu_seconds(cfg: Any) -> float:
     after every epoch, the training set once at initialization) and its confusion probe's
     gradients at every probe event of its schedule, in FLOPs at ``cpu_rate``, plus CALL_SECONDS
     per step and per probe gradient. Extra probes, I/O and start-up are left out."""
+    from omegaconf import OmegaConf
+
     from . import data
     from .train import steps_in_epoch
 
+    if OmegaConf.is_config(cfg):  # resolved once: each access to a config re-parses its interpolations
+        cfg = OmegaConf.create({part: OmegaConf.to_container(cfg[part], resolve=True)
+                                for part in ("dataset", "model", "optim", "probe")})
     train, test, shape = data.sizes(cfg.dataset)
     flops = forward_flops(cfg.model, shape, data.num_classes(cfg.dataset))
     optim = cfg.optim
