@@ -29,6 +29,7 @@ from typing import Any
 
 from . import records
 from .errors import ConfusionError
+from .progress import duration  # the live lines and status write times alike
 from .records.layout import ERROR, SWEEP_JSON
 from .records.safe import read_text
 
@@ -182,20 +183,6 @@ def _time(value: Any) -> float | None:
         return datetime.fromisoformat(str(value)).timestamp()
     except (TypeError, ValueError):
         return None
-
-
-def duration(seconds: float) -> str:
-    """0.4s, 45s, 12m30s, 3h05m, 2d04h."""
-    if seconds < 9.95:
-        return f"{max(0.0, seconds):.1f}s"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
 def segments(run: Run, now: float) -> list[tuple[float, float]]:
