@@ -120,3 +120,19 @@ def start_cli(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
     argv, environment = cli_command(args, cwd, **kwargs)
     return subprocess.Popen(argv, cwd=cwd, env=environment, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def smoke_sweeps(root: Path, sweeps, extra=(), plot_args=(), patch_md5: bool = False,
+                 expect_runs: int | None = None):
+    """Each sweep of ``sweeps`` at scale=smoke through the real CLI into ROOT/outputs (ARGS
+    ``extra`` appended), then `confusion plot outputs PLOT_ARGS`; (root, the records' frame).
+    ``expect_runs``: each sweep's plan line must say that many runs."""
+    from confusion_cli import records
+
+    for name in sweeps:
+        done = run_cli(["run", f"+sweep={name}", "scale=smoke", *extra], root, patch_md5=patch_md5)
+        assert done.returncode == 0, done.stderr
+        assert f"sweep {name}: {'' if expect_runs is None else f'{expect_runs} runs'}" in done.stdout
+    plot = run_cli(["plot", "outputs", *plot_args], root)
+    assert plot.returncode == 0, plot.stderr
+    return root, records.load(root / "outputs")

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from fakes import run_cli
+from fakes import run_cli, smoke_sweeps
 from omegaconf import OmegaConf
 from torch import nn
 
-from confusion_cli import config, data, probes, records
+from confusion_cli import config, data, probes
 from confusion_cli.errors import ConfusionError
 from confusion_cli.models import balanced_factors, build_model, init_weights
 from confusion_cli.probes.canonical import (
@@ -339,13 +339,7 @@ def test_canonical_sweeps_compose_and_validate_every_job(scale):
 @pytest.fixture(scope="module")
 def smoke_outputs(tmp_path_factory):
     """Both canonical sweeps at scale=smoke through the real CLI, then `confusion plot`."""
-    root = tmp_path_factory.mktemp("canonical")
-    for name in SWEEPS:
-        done = run_cli(["run", f"+sweep={name}", "scale=smoke", "threads=1"], root)
-        assert done.returncode == 0, done.stderr
-    plot = run_cli(["plot", "outputs"], root)
-    assert plot.returncode == 0, plot.stderr
-    return root, records.load(root / "outputs")
+    return smoke_sweeps(tmp_path_factory.mktemp("canonical"), SWEEPS, extra=["threads=1"])
 
 
 @pytest.mark.slow

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes import run_cli, write_dataset
+from fakes import smoke_sweeps, write_dataset
 
-from confusion_cli import config, data, probes, records
+from confusion_cli import config, data, probes
 from confusion_cli.figures import convergence
 from confusion_cli.figures.convergence import fit_slope, least_squares, least_squares_minimum, run_points
 from confusion_cli.probes.stats import eta, gram_pair_statistics
@@ -155,13 +155,7 @@ def test_least_squares_minimum_is_the_exact_minimum_of_the_runs_data():
 def smoke_outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("convergence")
     write_dataset(root / "data", "fashion_mnist", n_train=160, n_test=64)
-    for name in SWEEPS:
-        done = run_cli(["run", f"+sweep={name}", "scale=smoke", "threads=1"], root)
-        assert done.returncode == 0, done.stderr
-        assert f"sweep {name}: 3 runs" in done.stdout
-    plot = run_cli(["plot", "outputs", "--out", "figures"], root)
-    assert plot.returncode == 0, plot.stderr
-    return root, records.load(root / "outputs")
+    return smoke_sweeps(root, SWEEPS, extra=["threads=1"], plot_args=["--out", "figures"], expect_runs=3)
 
 
 @pytest.mark.slow

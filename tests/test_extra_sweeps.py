@@ -3,9 +3,9 @@ versions run end to end through the real CLI and plot their figures (CPU, offlin
 
 import pandas as pd
 import pytest
-from fakes import run_cli
+from fakes import smoke_sweeps
 
-from confusion_cli import config, records
+from confusion_cli import config
 
 EXTRA_SWEEPS = ("init_depth", "init_width", "init_linear", "lowrank", "gd_vs_sgd", "hessian_width")
 INIT_SWEEPS = EXTRA_SWEEPS[:3]
@@ -43,14 +43,7 @@ def test_training_sweeps_carry_their_extra_probes():
 @pytest.fixture(scope="module")
 def smoke_outputs(tmp_path_factory):
     """Every extra sweep at scale=smoke into one records directory, then `confusion plot`."""
-    root = tmp_path_factory.mktemp("extra_sweeps")
-    for name in EXTRA_SWEEPS:
-        done = run_cli(["run", f"+sweep={name}", "scale=smoke"], root)
-        assert done.returncode == 0, done.stderr
-        assert f"sweep {name}:" in done.stdout
-    plot = run_cli(["plot", "outputs"], root)
-    assert plot.returncode == 0, plot.stderr
-    return root, records.load(root / "outputs")
+    return smoke_sweeps(tmp_path_factory.mktemp("extra_sweeps"), EXTRA_SWEEPS)
 
 
 @pytest.mark.slow

@@ -4,9 +4,9 @@ their figures (CPU, offline)."""
 
 import pandas as pd
 import pytest
-from fakes import run_cli, write_dataset
+from fakes import smoke_sweeps, write_dataset
 
-from confusion_cli import config, records
+from confusion_cli import config
 
 SWEEPS = {"spectrum_classes": "dataset.classes", "spectrum_batch": "optim.batch_size",
           "jamming": "model.width"}
@@ -31,12 +31,7 @@ def smoke_outputs(tmp_path_factory):
     """Every spectrum sweep at scale=smoke into one records directory, then `confusion plot`."""
     root = tmp_path_factory.mktemp("spectra_sweeps")
     write_dataset(root / "data", "fashion_mnist", n_train=400, n_test=200)
-    for name in SWEEPS:
-        done = run_cli(["run", f"+sweep={name}", "scale=smoke"], root, patch_md5=True)
-        assert done.returncode == 0, done.stderr
-    plot = run_cli(["plot", "outputs"], root)
-    assert plot.returncode == 0, plot.stderr
-    return root, records.load(root / "outputs")
+    return smoke_sweeps(root, SWEEPS, patch_md5=True)
 
 
 @pytest.mark.slow
