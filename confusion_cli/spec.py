@@ -193,6 +193,8 @@ class SGD:
     gamma: Any = 0.1
     full_batch: Any = False  # true = gradient descent on the whole training set (one step per epoch)
     max_steps: int | None = None  # stop after this many SGD steps in all (null = run all epochs)
+    # stop after the first epoch whose mean training loss is at or below this (a fit; null = never)
+    stop_loss: Any = None
     # how the step is applied: auto (in-backward hooks for plain SGD, else step) | hooks | step | fused
     update: str = "auto"
 
