@@ -17,7 +17,8 @@ use goes to the next. A stage that overruns is killed with its process group.
    CPU test that reads every TF32 setting;
 3. bench: ``python -m confusion_cli.bench --device cuda`` on the sections that matter on a GPU
    (BENCH_SECTIONS: throughput against the goal, the three SGD updates on the MLP and on
-   CNN-100-2 BN+skip, the Gram, the probe, peak memory); ``--full`` runs every section;
+   CNN-100-2 BN+skip, the Gram and where its time goes, the probe, peak memory); ``--full`` runs
+   every section;
 4. sweep: a timed ``confusion run +sweep=depth scale=quick`` at one seed, one LR, 2 depths and
    2 epochs (``--full``: the whole quick sweep, 20 runs of 15 epochs), on CIFAR-10 when it is
    under the data folder, else CIFAR-shaped synthetic images (``dataset=cifar_shaped``).
@@ -53,8 +54,8 @@ KEEP = ("report.md", "env.log", "pytest.log", "bench.log", "sweep.log", "cuda-te
 ARCHIVE = "artifacts.tar.gz"
 REPORT_SECONDS = 10  # kept back from the budget to write the report and the archive
 # the bench sections a GPU check needs (bench_sweeps times every paper architecture: --full)
-BENCH_SECTIONS = ("bench_mlp", "update_rows", "cnn_throughput", "gram_rows", "cnn_probe_group",
-                  "bench_memory")
+BENCH_SECTIONS = ("bench_mlp", "update_rows", "cnn_throughput", "gram_rows", "gram_breakdown_rows",
+                  "cnn_probe_group", "bench_memory")
 REQUIRED = ("torch", "torchvision", "numpy", "pandas", "matplotlib", "pytest", "yaml", "omegaconf",
             "hydra", "antlr4", "confusion_cli")  # what every stage imports
 OPTIONAL = ("submitit", "hydra_plugins.hydra_submitit_launcher", "joblib",
