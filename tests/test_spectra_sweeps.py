@@ -17,9 +17,15 @@ FIGURES = {"spectrum_classes": ["spectrum_classes"], "spectrum_batch": ["spectru
 @pytest.mark.parametrize("scale", ["smoke", "quick", "paper"])
 @pytest.mark.parametrize("name", SWEEPS)
 def test_spectrum_sweeps_compose_and_probe_at_init_and_end(name, scale):
+    """Each sweep probes at init and at the end; spectrum_batch after every epoch (its claim
+    compares batch sizes at equal training loss); jamming stops at a fit; Lanczos runs well past
+    the top k it reports (else the lowest Ritz values have not converged)."""
     cfg = config.compose([f"+sweep={name}", f"scale={scale}"])
     assert cfg.dataset.name == "fashion_mnist" and cfg.probe.mode == "none"
-    assert cfg.probe.every == cfg.optim.epochs and cfg.probe.at_init
+    assert cfg.probe.every == (1 if name == "spectrum_batch" else cfg.optim.epochs) and cfg.probe.at_init
+    assert (cfg.optim.stop_loss is not None) == (name == "jamming")
+    if name != "jamming" and scale != "smoke":
+        assert cfg.extra_probes.hessian.iters >= 4 * cfg.extra_probes.hessian.top_k
     assert "fisher" in cfg.extra_probes
     assert SWEEPS[name] in config.plan_sweep(cfg.hydra, [])
     if name != "jamming":
@@ -41,7 +47,11 @@ def test_smoke_spectrum_sweeps_complete_with_their_columns(smoke_outputs):
     by_sweep = dict(tuple(frame.groupby("sweep.name")))
     assert set(by_sweep) == set(SWEEPS)
     probed = {name: runs[runs["fisher_top1"].notna()] for name, runs in by_sweep.items()}
-    assert all(set(runs["epoch"]) == {0, runs["epoch"].max()} for runs in probed.values())
+    every_epoch = {"spectrum_batch"}  # probed after each epoch (its equal-loss comparison)
+    assert all(set(runs["epoch"]) == (set(range(int(runs["epoch"].max()) + 1)) if name in every_epoch
+                                      else {0, runs["epoch"].max()})
+               for name, runs in probed.items())
+    assert probed["spectrum_batch"]["epoch"].max() >= 2
     classes = probed["spectrum_classes"]
     assert sorted(classes["dataset.classes"].unique()) == [2, 10]
     assert classes[["hess_outliers", "gn_outliers", "gn_top1", "fisher_outliers"]].notna().all().all()
