@@ -193,8 +193,11 @@ class SGD:
     gamma: Any = 0.1
     full_batch: Any = False  # true = gradient descent on the whole training set (one step per epoch)
     max_steps: int | None = None  # stop after this many SGD steps in all (null = run all epochs)
-    # stop after the first epoch whose mean training loss is at or below this (a fit; null = never)
+    # stop after the first epoch whose mean training loss is at or below this (null = never)
     stop_loss: Any = None
+    # stop after the first epoch whose training accuracy is at or above this (1 = a fit: every
+    # example of the epoch classified right before its step; null = never)
+    stop_acc: Any = None
     # how the step is applied: auto (in-backward hooks for plain SGD, else step) | hooks | step | fused
     update: str = "auto"
 

@@ -93,18 +93,28 @@ def check_optim(optim: Any) -> None:
     if stop is not None and not (is_number(stop) and math.isfinite(stop) and stop > 0):
         raise ConfusionError(f"optim.stop_loss must be a positive number or null, got {stop!r} "
                              "(e.g. optim.stop_loss=0.001: stop once an epoch's training loss is that low)")
+    stop = optim.get("stop_acc")
+    if stop is not None and not (is_number(stop) and 0 < stop <= 1):
+        raise ConfusionError(f"optim.stop_acc must be a number in (0, 1] or null, got {stop!r} "
+                             "(e.g. optim.stop_acc=1: stop at the first epoch that fits every example)")
 
 
-def finished(optim: Any, epoch: int, step: int, train_loss: float | None = None) -> bool:
+def finished(optim: Any, epoch: int, step: int, last: dict[str, float] | None = None) -> bool:
     """Whether a run that has done ``epoch`` epochs and ``step`` SGD steps is over: its
-    ``optim.epochs`` done, its ``optim.max_steps`` taken, or (``optim.stop_loss``) its last
-    epoch's mean training loss ``train_loss`` at or below that level (a diverged run ends too, but
-    on its loss, not here). The one decision of the end: the loop stops on it, the last row
-    carries a probe on it, no checkpoint follows it (run.py) and the bench counts probe events
-    with it (as an upper bound where a stop loss may end the run sooner)."""
-    max_steps, stop = optim.get("max_steps"), optim.get("stop_loss")
-    return (epoch >= optim.epochs or (max_steps is not None and step >= max_steps)
-            or (stop is not None and train_loss is not None and train_loss <= stop))
+    ``optim.epochs`` done, its ``optim.max_steps`` taken, or its last epoch's statistics ``last``
+    at a stopping level: mean training loss at or below ``optim.stop_loss``, training accuracy at
+    or above ``optim.stop_acc`` (a diverged run ends too, but on its loss, not here). The one
+    decision of the end: the loop stops on it, the last row carries a probe on it, no checkpoint
+    follows it (run.py) and the bench counts probe events with it (as an upper bound where a
+    stopping level may end the run sooner)."""
+    max_steps = optim.get("max_steps")
+    if epoch >= optim.epochs or (max_steps is not None and step >= max_steps):
+        return True
+    if not last:
+        return False
+    stop_loss, stop_acc = optim.get("stop_loss"), optim.get("stop_acc")
+    return ((stop_loss is not None and last["train_loss"] <= stop_loss)
+            or (stop_acc is not None and last["train_acc"] >= stop_acc))
 
 
 def steps_in_epoch(optim: Any, steps_per_epoch: int, step: int) -> int:
@@ -182,7 +192,8 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.init_recorded = False  # the epoch-0 record (initialization) has been yielded
-        self.last_loss: float | None = None  # the last epoch's mean training loss (optim.stop_loss)
+        # the last epoch's train_loss and train_acc (optim.stop_loss, optim.stop_acc), None before
+        self.last_epoch: dict[str, float] | None = None
         self.on_step: Callable[[int], None] | None = None  # called after each SGD step (live progress)
         # torch.compile'd forward for training only; probes and evaluation use the plain module
         self.forward = torch.compile(model) if compile else model
@@ -208,7 +219,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(),
                 "probe_generator": self.probe_generator.get_state(),
                 "epoch": self.epoch, "step": self.step, "init_recorded": self.init_recorded,
-                "last_loss": self.last_loss, "device_type": self.device.type}
+                "last_epoch": self.last_epoch, "device_type": self.device.type}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load a ``state_dict``. A state that does not fit (a key missing or of the wrong type,
@@ -216,7 +227,7 @@ class Trainer:
         wrong; the trainer may then hold part of it and must be built afresh."""
         if not isinstance(state, dict):
             raise ValueError(f"a state is a dict, not {type(state).__name__}")
-        missing = sorted(set(self.state_dict()) - {"device_type", "last_loss"} - set(state))
+        missing = sorted(set(self.state_dict()) - {"device_type", "last_epoch"} - set(state))
         if missing:
             raise ValueError(f"the state lacks {', '.join(missing)}")
         for key in ("epoch", "step"):
@@ -224,9 +235,11 @@ class Trainer:
                 raise ValueError(f"the state's {key} is {state[key]!r}, not a count")
         if not isinstance(state["init_recorded"], bool):
             raise ValueError(f"the state's init_recorded is {state['init_recorded']!r}")
-        last_loss = state.get("last_loss")  # absent from checkpoints written before stop_loss
-        if last_loss is not None and (isinstance(last_loss, bool) or not isinstance(last_loss, float)):
-            raise ValueError(f"the state's last_loss is {last_loss!r}, not a number")
+        last_epoch = state.get("last_epoch")  # absent from checkpoints written before stop_loss
+        if last_epoch is not None and not (
+                isinstance(last_epoch, dict) and set(last_epoch) == {"train_loss", "train_acc"}
+                and all(isinstance(v, float) for v in last_epoch.values())):
+            raise ValueError(f"the state's last_epoch is {last_epoch!r}, not train_loss and train_acc")
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -238,7 +251,7 @@ class Trainer:
             raise ValueError(text.splitlines()[0][:160] if text else type(exc).__name__) from None
         self.epoch, self.step = state["epoch"], state["step"]
         self.init_recorded = state["init_recorded"]
-        self.last_loss = last_loss
+        self.last_epoch = last_epoch
 
     # -- the loop, top to bottom -----------------------------------------------------------
     def run(self) -> Iterator[Event]:
@@ -260,7 +273,7 @@ class Trainer:
             step_events: list[Event] = []
             train_stats = self.train_epoch(step_events)
             yield from step_events
-            self.last_loss = train_stats["train_loss"]
+            self.last_epoch = {key: float(train_stats[key]) for key in ("train_loss", "train_acc")}
             row, samples = self.record(train_stats)
             row["epoch_seconds"] = time.perf_counter() - start
             diverged = not math.isfinite(train_stats["train_loss"])
@@ -270,8 +283,8 @@ class Trainer:
 
     @property
     def finished(self) -> bool:
-        """The run's epochs done, its step budget spent or its stop loss reached (``finished``)."""
-        return finished(self.optim, self.epoch, self.step, self.last_loss)
+        """The run's epochs done, its step budget spent or a stopping level reached (``finished``)."""
+        return finished(self.optim, self.epoch, self.step, self.last_epoch)
 
     def train_epoch(self, step_events: list[Event] | None = None) -> dict[str, float]:
         """One pass of SGD over a fresh permutation of the training set (last partial batch

@@ -102,7 +102,7 @@ HESSIAN_SETTINGS = ", ".join(sorted(migrate.declared("extra_probes", "hessian"))
     (["modle.batch_norm=true"], ": did you mean 'model.batch_norm'?"),
     (["sede=1"], ": did you mean 'seed'?"),
     (["optim.qqqq=1"], " (optim takes batch_size, epochs, full_batch, gamma, lr, max_steps, milestones, "
-                       "momentum, stop_loss, update, weight_decay)"),
+                       "momentum, stop_acc, stop_loss, update, weight_decay)"),
     (["nosuchkey=1"], " (see `confusion run --cfg job`)"),
 ])
 def test_a_mistyped_key_names_the_nearest_key(overrides, hint):

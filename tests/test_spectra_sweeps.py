@@ -23,7 +23,7 @@ def test_spectrum_sweeps_compose_and_probe_at_init_and_end(name, scale):
     cfg = config.compose([f"+sweep={name}", f"scale={scale}"])
     assert cfg.dataset.name == "fashion_mnist" and cfg.probe.mode == "none"
     assert cfg.probe.every == (1 if name == "spectrum_batch" else cfg.optim.epochs) and cfg.probe.at_init
-    assert (cfg.optim.stop_loss is not None) == (name == "jamming")
+    assert (cfg.optim.stop_acc is not None) == (name == "jamming")
     if name != "jamming" and scale != "smoke":
         assert cfg.extra_probes.hessian.iters >= 4 * cfg.extra_probes.hessian.top_k
     assert "fisher" in cfg.extra_probes

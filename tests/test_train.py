@@ -178,39 +178,44 @@ def test_a_probe_follows_the_last_step_when_max_steps_ends_the_run_mid_epoch():
     assert probe_events(cfg.probe, cfg.optim, t.steps_per_epoch) == 2
 
 
-def test_stop_loss_ends_the_run_after_the_first_epoch_at_or_below_it_with_a_probe():
-    """optim.stop_loss: the run ends after the first epoch whose mean training loss is at or below
-    the level (here the third epoch's, read off an unstopped twin), that row is the last and
-    carries a probe though probe.every does not ask for one; a trainer resumed from the second
-    epoch's state stops at the same epoch, and an unreachable level runs every epoch."""
-    free = list(trainer("optim.epochs=6", "probe.every=10", "optim.lr=0.2").run())
-    level = free[3].row["train_loss"]
-    assert all(e.row["train_loss"] > level for e in free[1:3])  # else the test says nothing
-    stopped = trainer("optim.epochs=6", "probe.every=10", "optim.lr=0.2", f"optim.stop_loss={level!r}")
+@pytest.mark.parametrize("key, column, sign", [("stop_loss", "train_loss", 1), ("stop_acc", "train_acc", -1)])
+def test_a_stopping_level_ends_the_run_after_the_first_epoch_that_reaches_it_with_a_probe(key, column, sign):
+    """optim.stop_loss / stop_acc: the run ends after the first epoch whose mean training loss is
+    at or below (accuracy at or above) the level, here the third epoch's, read off an unstopped
+    twin; that row is the last and carries a probe though probe.every does not ask for one; a
+    trainer resumed from the second epoch's state stops at the same epoch, and an unreachable
+    level runs every epoch."""
+    base = ("optim.epochs=6", "probe.every=10", "optim.lr=0.2")
+    free = list(trainer(*base).run())
+    level = free[3].row[column]
+    assert all(sign * e.row[column] > sign * level for e in free[1:3])  # else the test says nothing
+    stopped = trainer(*base, f"optim.{key}={level!r}")
     events = list(stopped.run())
     assert [e.row["epoch"] for e in events] == [0, 1, 2, 3]
     assert [e.row["train_loss"] for e in events] == [e.row["train_loss"] for e in free[:4]]
     assert ["min_cos" in e.row for e in events] == [True, False, False, True]
     assert [e.last for e in events] == [False, False, False, True] and stopped.finished
 
-    again = trainer("optim.epochs=6", "probe.every=10", "optim.lr=0.2", f"optim.stop_loss={level!r}")
+    again = trainer(*base, f"optim.{key}={level!r}")
     run = again.run()
     for _ in range(3):  # init, epochs 1 and 2
         next(run)
-    state = again.state_dict()
-    resumed = trainer("optim.epochs=6", "probe.every=10", "optim.lr=0.2", f"optim.stop_loss={level!r}")
-    resumed.load_state_dict(state)
+    resumed = trainer(*base, f"optim.{key}={level!r}")
+    resumed.load_state_dict(again.state_dict())
     assert [e.row["epoch"] for e in resumed.run()] == [3]
-    never = trainer("optim.epochs=3", "probe.every=10", "optim.stop_loss=1e-9")
+    unreachable = {"stop_loss": "1e-9", "stop_acc": "1"}[key]
+    never = trainer("optim.epochs=3", "probe.every=10", f"optim.{key}={unreachable}")
     assert [e.row["epoch"] for e in never.run()] == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "true", "'low'"])
-def test_a_bad_stop_loss_is_one_line(bad):
+def test_a_bad_stopping_level_is_one_line(bad):
     from confusion_cli.errors import ConfusionError
 
     with pytest.raises(ConfusionError, match="optim.stop_loss must be a positive number"):
         config.validate(composed(f"optim.stop_loss={bad}"))
+    with pytest.raises(ConfusionError, match=r"optim.stop_acc must be a number in \(0, 1\]"):
+        config.validate(composed(f"optim.stop_acc={'2' if bad == 'nan' else bad}"))
 
 
 def test_an_epoch_reads_back_to_the_host_once_not_per_step(monkeypatch):

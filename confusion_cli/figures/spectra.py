@@ -13,9 +13,10 @@ Hessian, its Gauss-Newton part and the empirical Fisher, their densities, and th
   of width DENSITY_WIDTH decades, weights pooled over seeds; the weight on nodes <= 0 is written
   in the panel;
 - ``jamming``: final training loss, test error, per-example confusion (5% quantile of the cosines
-  on a fixed subset) and the Fisher outlier count against N / P (N parameters, P training
-  examples), with N* (the smallest N whose every run fits the P examples: training accuracy 1)
-  marked.
+  on a fixed subset), the Fisher outlier count and the epochs trained (to a fit, with
+  ``optim.stop_loss``, or to the budget: training slows down near N*) against N / P (N
+  parameters, P training examples), with N* (the smallest N whose every run fits the P
+  examples: training accuracy 1) marked.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def density_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
 
 JAMMING_PANELS = [("train_loss", "final training loss"), ("test_error", "test error"),
                   ("ex_q05_cos", "5% quantile of per-example cosines"),
-                  ("fisher_outliers", "Fisher outliers")]
+                  ("fisher_outliers", "Fisher outliers"),
+                  ("epoch", "epochs trained (to a fit or the budget)")]
 
 
 def critical_ratio(runs: pd.DataFrame) -> float | None:
@@ -191,7 +193,7 @@ def jamming_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
         if critical is not None:
             ax.axvline(critical, ls="--", color="0.4", lw=1)
         ax.set_xscale("log")
-        if metric == "train_loss":
+        if metric in ("train_loss", "epoch"):
             ax.set_yscale("log")
         ax.set(xlabel="N / P (log scale)", ylabel=name, title=name)
         tables.append(stats.assign(metric=metric))
