@@ -10,7 +10,8 @@ from confusion_cli import config
 
 SWEEPS = {"spectrum_classes": "dataset.classes", "spectrum_batch": "optim.batch_size",
           "jamming": "model.width"}
-FIGURES = {"spectrum_classes": ["spectrum_classes"], "spectrum_batch": ["spectrum_batch", "spectrum_density"],
+FIGURES = {"spectrum_classes": ["spectrum_classes"],
+           "spectrum_batch": ["spectrum_batch", "spectrum_density", "spectrum_batch_loss"],
            "jamming": ["jamming"]}
 
 
@@ -69,3 +70,8 @@ def test_smoke_spectrum_sweep_plots_its_figures(smoke_outputs, name):
     for stem in FIGURES[name]:
         for suffix in ("png", "pdf", "csv"):
             assert (figures / f"{stem}.{suffix}").is_file()
+    if name == "spectrum_batch":  # every run, and each of its probed epochs >= 1, is a point
+        table = pd.read_csv(figures / "spectrum_batch_loss.csv")
+        runs = smoke_outputs[1].query("`sweep.name` == 'spectrum_batch' and epoch >= 1")
+        assert table["run_dir"].nunique() == runs["run_dir"].nunique() >= 2
+        assert len(table) == 2 * runs["hess_top1"].notna().sum()

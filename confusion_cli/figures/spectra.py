@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .registry import register
-from .select import aggregate_final, complete, describe, footnote, format_value, groups
+from .select import aggregate_final, complete, describe, footnote, format_value, groups, key_of
 from .style import colours, draw_lines, finish, new_figure, value_ticks
 
 DENSITY_WIDTH = 0.08  # decades: the Gaussian each quadrature node is smoothed into
@@ -94,6 +94,42 @@ def batch_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
     note = "; ".join([footnote(runs, ["optim.batch_size"]), "same LR and epochs for every batch size", RULE])
     return phase_panels(runs, "optim.batch_size", "batch size", BATCH_PANELS, title, note, out,
                         "spectrum_batch")
+
+
+LOSS_PANELS = [("hess_top1", "top Hessian eigenvalue"), ("gn_top1", "top Gauss-Newton eigenvalue")]
+
+
+@register("spectrum_batch")
+def batch_loss_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """The top eigenvalues against the training loss, one line per run coloured by batch size:
+    batch sizes read at equal training loss (the claim spectrum_batch_fmnist's comparison), not at
+    equal epochs, where larger batches have taken fewer steps."""
+    runs = complete(frame)
+    runs = runs[runs["epoch"] >= 1] if "hess_top1" in runs else runs.iloc[:0]
+    if runs.empty or runs["hess_top1"].notna().sum() < 2:
+        return []
+    by = ["optim.batch_size"]
+    colour = colours(runs, by)
+    title = f"{describe(runs, by)}: top curvature vs training loss, by batch size"
+    note = "; ".join([footnote(runs, None), "a point per probed epoch (epochs >= 1), coloured by batch "
+                      "size; x: the epoch's mean training loss, decreasing to the right"])
+    fig, axes = new_figure(len(LOSS_PANELS), title, note)
+    tables, handles = [], {}
+    for ax, (metric, name) in zip(axes, LOSS_PANELS):
+        for key, rows in groups(runs, by):
+            label = f"batch {format_value(key['optim.batch_size'])}"
+            for _, run in rows.groupby("run_dir"):
+                run = run.dropna(subset=[metric]).sort_values("epoch")
+                (line,) = ax.plot(run["train_loss"], run[metric], lw=0.8, alpha=0.7,
+                                  color=colour[key_of(key)])
+                handles[label] = line
+                tables.append(run[[*by, "run_dir", "seed", "epoch", "train_loss", metric]]
+                              .rename(columns={metric: "value"}).assign(metric=metric))
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set(xlabel="training loss (log scale)", ylabel=name, title=name)
+    return finish(fig, axes, len(handles), tables, out, "spectrum_batch_loss",
+                  handles=[(line, label) for label, line in handles.items()])
 
 
 def quadrature(rows: pd.DataFrame, prefix: str) -> tuple[np.ndarray, np.ndarray]:
