@@ -177,8 +177,24 @@ def run_help(overrides: list[str]) -> str:
             continue
         path = [*path[:depth], key]
         note = comments.get(".".join(path))
+        if len(path) == 2 and path[0] == "probe":
+            note = _probe_note(path[1], str(cfg.probe.mode), note)
         lines.append(f"{line:38s} # {note}" if note else line)
     return "\n".join([*lines, "", RUN_FLAGS_HELP])
+
+
+def _probe_note(key: str, mode: str, note: str | None) -> str | None:
+    """A probe key's --help comment, led by who reads it as the run spec declares it
+    (``spec.probe_key_scope``: its modes, every mode, or the schedule of every probe), and marked
+    when the chosen ``mode`` does not read it."""
+    from .spec import probe_key_modes, probe_key_scope
+
+    scope = probe_key_scope(key)
+    if scope is None:
+        return note
+    modes = probe_key_modes(key)
+    unread = f" (not read by probe={mode})" if modes is not None and mode not in modes else ""
+    return f"[{scope}{unread}] {note or ''}".rstrip()
 
 
 def config_comments(chosen: dict[str, str | None], overrides: list[str]) -> dict[str, str]:

@@ -310,12 +310,59 @@ def _explain_hydra_error(exc: Exception, overrides: list[str]) -> str:
     return f"{text} (see `confusion --help`)"
 
 
-def validate(cfg) -> None:
-    """Check everything a run needs before anything is launched or written: each part checks
-    its own keys (``VALIDATORS``), the probes against the training set's size; a mistake is
-    one line."""
-    check_job(cfg, {})
-    _check_writable(Path(cfg.records_root))
+def validate(cfg, given: frozenset[str] = frozenset()) -> None:
+    """Check everything a run needs before anything is launched or written, as for every job of
+    a sweep (``validate_jobs``, the one validation path): each part checks its own keys
+    (``VALIDATORS``), the probes against the training set's size; ``given``: the keys the command
+    line set (a probe key of another mode is refused); a mistake is one line."""
+    validate_jobs([(None, [], cfg)], given)
+
+
+def given_keys(overrides: list[str]) -> frozenset[str]:
+    """The keys the overrides ``overrides`` set (``probe.pairs=3,5``: probe.pairs)."""
+    return frozenset(o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o)
+
+
+def validate_jobs(jobs, given: frozenset[str] = frozenset()) -> None:
+    """Check each of ``jobs`` ((job number, its swept overrides, its config); number None: a single
+    run) by the per-job check (``check_job``), each part once per distinct value; the first bad
+    job is one line naming its swept overrides (``job 3 (model.depth=10 optim.lr=-1): optim.lr
+    must be ...``). Then the launch: no probe key of ``given`` is set away from its default for
+    modes none of the jobs runs (``check_probe_keys``). records_root is checked last, so a
+    refused launch writes nothing."""
+    memo: dict = {}
+    roots, modes, set_away = set(), set(), {}
+    defaults = spec.schema_defaults("probe", "spec") or {}
+    probe_keys = [k for k in sorted(given) if k.startswith("probe.") and spec.probe_key_modes(k[6:])]
+    for num, swept, job_cfg in jobs:
+        try:
+            check_job(job_cfg, memo)
+        except ConfusionError as exc:
+            raise (exc if num is None else _job_error(num, swept, exc)) from None
+        roots.add(str(job_cfg.records_root))
+        modes.add(str(job_cfg.probe.mode))
+        for key in probe_keys:
+            value = job_cfg.probe.get(key[6:])
+            if value != defaults[key[6:]]:
+                set_away.setdefault(key, value)
+    check_probe_keys(set_away, modes)
+    for root in sorted(roots):
+        _check_writable(Path(root))
+
+
+def check_probe_keys(set_away: dict[str, Any], modes: set[str]) -> None:
+    """Refuse, in one line, a probe key the command line set away from its default
+    (``set_away``: key -> value) that none of the launch's confusion modes (``modes``) reads, as
+    the run spec declares (``spec.probe_key_modes``): ``probe.pairs=50`` with ``probe=per_example``
+    would change nothing the run computes, only its config hash."""
+    for key, value in set_away.items():
+        readers = spec.probe_key_modes(key.removeprefix("probe."))
+        if readers and not modes & set(readers):
+            chosen = ", ".join(sorted(modes))
+            raise ConfusionError(
+                f"{key}={value} is a setting of probe={' or probe='.join(readers)}, which this "
+                f"{'run' if len(modes) == 1 else 'launch'} does not use (probe={chosen}): drop "
+                f"{key}, or choose probe={readers[0]}")
 
 
 def _memo_key(value: Any) -> str:
@@ -487,20 +534,10 @@ def _is_group_choice(override) -> bool:
 
 
 def validate_sweep(cfg, overrides: list[str], jobs: list[list[str]]) -> None:
-    """Compose and check every job of a sweep before the first starts (``job_configs``); the
-    first bad job is one line naming its swept overrides (``job 3 (model.depth=10 optim.lr=-1):
-    optim.lr must be ...``). Each part's check runs once per distinct value (``check_job``), and
-    records_root is checked last, so a refused sweep writes nothing."""
-    memo: dict = {}
-    roots = set()
-    for num, swept, job_cfg in job_configs(cfg, overrides, jobs):
-        try:
-            check_job(job_cfg, memo)
-        except ConfusionError as exc:
-            raise _job_error(num, swept, exc) from None
-        roots.add(str(job_cfg.records_root))
-    for root in sorted(roots):
-        _check_writable(Path(root))
+    """Compose and check every job of a sweep before the first starts (``job_configs``), each by
+    the check a single run gets (``validate_jobs``); the first bad job is one line naming its
+    swept overrides, and a refused sweep writes nothing."""
+    validate_jobs(job_configs(cfg, overrides, jobs), given_keys(overrides))
 
 
 def _job_error(num: int, swept: list[str], exc: ConfusionError) -> ConfusionError:
@@ -636,7 +673,7 @@ def prepare(overrides: list[str], flags: list[str], check_values: bool = True) -
     if not check_values:
         return Launch(cfg, overrides, multirun, Path(str(hydra_cfg.sweep.dir)), {})
     if not multirun:
-        validate(cfg)
+        validate(cfg, given_keys(overrides))
         return Launch(cfg, overrides, False, Path(str(hydra_cfg.sweep.dir)), {})
     grid = plan_sweep(hydra_cfg, overrides)
     if str(hydra_cfg.sweeper.get("_target_", "")).endswith(".BasicSweeper"):

@@ -19,7 +19,12 @@ option of a part is a dataclass here (``SCHEMAS``), registered in Hydra's Config
   so it enters the config hash (``records.hashing``) and tells runs apart in figures and claims
   (``figures.select.config_columns``). The fields of dataset, model, optim, probe and every extra
   probe are; of the root, those marked ``semantic=False`` are not (where and how verbosely a run
-  happens), and of ``sweep`` only its ``name``.
+  happens), and of ``sweep`` only its ``name``;
+- each key of the probe node says which confusion modes read it (``probe_setting``: ``pairs``
+  minibatch_pairs, ``examples`` per_example, the schedule every probe): `confusion run` refuses
+  a key of a mode the launch does not run, set on its command line (``config.check_probe_keys``),
+  and --help tags each key with its modes. The node stays flat (``probe.pairs=...``) and hashed
+  as it was.
 
 An extra probe's settings are declared by its one config file ``configs/extra_probes/NAME.yaml``
 (a new probe is one file and one config; its ``check`` types them), so they have no dataclass.
@@ -203,25 +208,60 @@ class SGD:
 
 
 # -- the confusion probe and the schedule ---------------------------------------------------------
+SCHEDULE = "schedule"  # a probe key every probe of the run reads: when, and on what batches
+
+
+def probe_setting(default: Any, *modes: str) -> Any:
+    """A field of the probe node with the confusion modes that read it (``modes``: the registered
+    probes of kind "confusion" by name; none given: every mode; ``SCHEDULE``: every probe of the
+    run, extra probes too). ``probe_key_modes`` reads it; `confusion run` refuses a key of
+    another mode set on its command line, and --help tags each key with its modes."""
+    return field(default=default, metadata={"semantic": True, "modes": modes})
+
+
 @dataclass
 class Probe:
     """The confusion probe (``mode``, a registered probe of kind "confusion", or none) with its
-    sizes, and the schedule every probe of the run (extra probes too) runs at."""
+    sizes, and the schedule every probe of the run (extra probes too) runs at. Each field declares
+    the modes that read it (``probe_setting``)."""
 
     mode: str = "minibatch_pairs"  # minibatch_pairs | all_pairs | per_example | none
-    pairs: int = 100  # minibatch_pairs: pairs of independent mini-batches
-    batches: int = 20  # all_pairs: K mini-batches, all K(K-1)/2 pairs
-    examples: int = 128  # per_example: the (B, B) Gram matrix of B examples
-    batch_size: int = 128
-    chunk_size: int | None = None  # bound on gradients held at once (null = automatic)
-    group: int = 1  # mini-batch gradients per torch.func vmap call (1 = one backward pass each)
+    pairs: int = probe_setting(100, "minibatch_pairs")  # pairs of independent mini-batches
+    batches: int = probe_setting(20, "all_pairs")  # K mini-batches, all K(K-1)/2 pairs
+    examples: int = probe_setting(128, "per_example")  # the (B, B) Gram matrix of B examples
+    batch_size: int = probe_setting(128, "minibatch_pairs", "all_pairs")  # examples per mini-batch
+    # bound on gradients held at once (null = automatic)
+    chunk_size: int | None = probe_setting(None, "all_pairs", "per_example")
+    # mini-batch gradients per torch.func vmap call (1 = one backward pass each)
+    group: int = probe_setting(1, "minibatch_pairs", "all_pairs")
     # BatchNorm: train = batch statistics, the gradient SGD takes; eval = running statistics
-    bn_mode: str = "train"
+    bn_mode: str = probe_setting("train")
     # when probes run: epoch | steps:N (every N SGD steps) | log:K (about K points per decade of steps)
-    schedule: str = "epoch"
-    every: int = 1  # with schedule=epoch: probe every N epochs (and at the last epoch)
-    at_init: Any = True  # and at initialization (epoch 0)
-    augment: Any = False  # probe on augmented batches when the dataset augments
+    schedule: str = probe_setting("epoch", SCHEDULE)
+    # with schedule=epoch: probe every N epochs (and at the last epoch)
+    every: int = probe_setting(1, SCHEDULE)
+    at_init: Any = probe_setting(True, SCHEDULE)  # and at initialization (epoch 0)
+    augment: Any = probe_setting(False, SCHEDULE)  # probe on augmented batches when the dataset augments
+
+
+def probe_key_modes(key: str) -> tuple[str, ...] | None:
+    """The confusion modes that read the probe key ``key`` (``pairs``: ("minibatch_pairs",)) as
+    its field declares them; None for a key every mode reads, ``mode`` itself, a schedule key
+    (every probe reads it) or no field of ``Probe``."""
+    found = {f.name: f for f in dataclasses.fields(Probe)}.get(key)
+    modes = found.metadata.get("modes") if found is not None else None
+    return modes if modes and SCHEDULE not in modes else None
+
+
+def probe_key_scope(key: str) -> str | None:
+    """Who reads the probe key ``key``, in words, from its declaration (what --help prints)."""
+    found = {f.name: f for f in dataclasses.fields(Probe)}.get(key)
+    if found is None or "modes" not in found.metadata:
+        return None
+    modes = found.metadata["modes"]
+    if SCHEDULE in modes:
+        return "schedule: every probe"
+    return f"probe={' | '.join(modes)}" if modes else "every mode"
 
 
 # {group: {schema name: dataclass}}: what ``register`` stores and ``records.migrate`` reads;

@@ -82,3 +82,71 @@ def test_figures_take_the_semantic_fields_as_config_columns():
     assert config_columns(frame) == ["tf32", "compile", "sweep.name", "model.depth", "optim.lr"]
     # runs that differ only in tf32 are two arms of two seeds each, not four seeds of one
     assert varying_columns(frame) == ["tf32"]
+
+
+# -- the probe node: each key declares the confusion modes that read it ---------------------------
+PROBE_FIELDS = [f for f in dataclasses.fields(spec.Probe) if f.name != "mode"]
+
+
+def test_every_probe_key_declares_its_modes_and_they_are_registered():
+    from confusion_cli import probes
+
+    for found in PROBE_FIELDS:
+        assert "modes" in found.metadata, f"probe.{found.name} declares no modes (spec.probe_setting)"
+        assert set(found.metadata["modes"]) <= {*probes.MODES, spec.SCHEDULE}, found.name
+    assert spec.probe_key_modes("pairs") == ("minibatch_pairs",)
+    assert spec.probe_key_modes("every") is None and spec.probe_key_modes("bn_mode") is None
+
+
+def _prepare(overrides, tmp_path):
+    return config.prepare([*overrides, f"records_root={tmp_path / 'records'}"], [])
+
+
+@pytest.mark.parametrize("key", [f.name for f in PROBE_FIELDS if spec.probe_key_modes(f.name)])
+def test_a_probe_key_of_another_mode_on_the_command_line_is_one_line(key, tmp_path):
+    """Each key the declaration gives to some modes, set away from its default on the command line
+    for a mode that does not read it, is refused naming the key, its modes and the fix; nothing
+    is written."""
+    from confusion_cli import probes
+
+    readers = spec.probe_key_modes(key)
+    other = next(m for m in (*probes.MODES, "none") if m not in readers)
+    value = 7 if key != "chunk_size" else 3
+    with pytest.raises(ConfusionError) as caught:
+        _prepare([f"probe={other}", f"probe.{key}={value}"], tmp_path)
+    assert str(caught.value) == (
+        f"probe.{key}={value} is a setting of probe={' or probe='.join(readers)}, which this run "
+        f"does not use (probe={other}): drop probe.{key}, or choose probe={readers[0]}")
+    assert not (tmp_path / "records").exists()
+    _prepare([f"probe={readers[0]}", f"probe.{key}={value}"], tmp_path)  # its own mode takes it
+
+
+def test_a_probe_key_is_refused_only_when_no_job_of_the_launch_reads_it(tmp_path):
+    """At its default, or read by one mode of a sweep over modes, a key passes; schedule keys and
+    keys of every mode pass for every mode; a sweep whose modes none read it is one line."""
+    _prepare(["probe=per_example", "probe.pairs=100"], tmp_path)  # the default: no change
+    _prepare(["probe=minibatch_pairs,per_example", "probe.pairs=2"], tmp_path)
+    _prepare(["probe=none", "probe.every=2", "probe.bn_mode=eval", "probe.at_init=false"], tmp_path)
+    with pytest.raises(ConfusionError, match=r"^probe.pairs=3 is a setting of probe=minibatch_pairs, "
+                       r"which this launch does not use \(probe=all_pairs, per_example\)"):
+        _prepare(["probe=per_example,all_pairs", "probe.pairs=3,100"], tmp_path)
+
+
+def test_a_sweep_job_is_checked_by_the_check_a_single_run_gets(tmp_path, monkeypatch):
+    """One validation path: a single run and every job of a sweep go through validate_jobs and
+    its per-job check_job."""
+    seen = []
+    monkeypatch.setattr(config, "check_job", lambda cfg, memo: seen.append(int(cfg.seed)))
+    _prepare(["seed=3"], tmp_path)
+    _prepare(["seed=4,5"], tmp_path)
+    assert seen == [3, 4, 5]
+
+
+def test_run_help_tags_each_probe_key_with_the_modes_that_read_it():
+    from confusion_cli.cli import run_help
+
+    lines = {line.split(":")[0].strip(): line for line in run_help(["probe=per_example"]).splitlines()
+             if line.startswith("  ")}
+    assert "# [probe=minibatch_pairs (not read by probe=per_example)]" in lines["pairs"]
+    assert "# [probe=per_example] " in lines["examples"]
+    assert "# [schedule: every probe] " in lines["every"]
