@@ -192,9 +192,9 @@ def density_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
 
 
 JAMMING_PANELS = [("train_loss", "final training loss"), ("test_error", "test error"),
-                  ("ex_q05_cos", "5% quantile of per-example cosines"),
+                  ("ex_q05_cos", "per-example cosines, 5% quantile"),
                   ("fisher_outliers", "Fisher outliers"),
-                  ("epoch", "epochs trained (to a fit or the budget)")]
+                  ("epoch", "epochs to a fit (or the budget)")]
 
 
 def critical_ratio(runs: pd.DataFrame) -> float | None:
@@ -231,6 +231,6 @@ def jamming_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xscale("log")
         if metric in ("train_loss", "epoch"):
             ax.set_yscale("log")
-        ax.set(xlabel="N / P (log scale)", ylabel=name, title=name)
+        ax.set(xlabel="N / P (log scale)", ylabel=metric, title=name)
         tables.append(stats.assign(metric=metric))
     return finish(fig, axes, 1, tables, out, "jamming")
