@@ -332,7 +332,7 @@ def settings_of(cfg, *, repeats: int, pair_counts: str, pool_pairs: int, batches
         "pool_pairs": pool_pairs, "batch_size": cfg.probe.batch_size,
         "batches_list": parse_counts(batches, "--batches") or [],
         "examples_list": parse_counts(examples, "--examples") or [],
-        "bn_mode": check_bn_mode(cfg.probe), "group": cfg.probe.get("group", 1),
+        "bn_mode": check_bn_mode(cfg.probe), "group": cfg.probe.group,
         "target_se": target_se}
     if batches is None:
         settings["batches_list"] = [cfg.probe.batches]

@@ -55,7 +55,7 @@ def job_label() -> str:
 def live_view(cfg: DictConfig) -> progress.Live | None:
     """The live lines (``progress.Live``) when ``progress`` is on, stderr is a terminal and the runs
     are in this process (a single run, or Hydra's basic launcher); else None: the plain lines."""
-    if not cfg.get("progress", True):
+    if not cfg.progress:
         return None
     if is_multirun():
         launcher = str(HydraConfig.get().launcher.get("_target_", ""))
@@ -76,7 +76,7 @@ def say(recorder: records.RunRecorder, prefix: str, line: str) -> None:
 def total_steps(optim, steps_per_epoch: int) -> int:
     """The SGD steps of a whole run: its epochs' steps, or ``optim.max_steps`` if fewer."""
     steps = int(optim.epochs) * steps_per_epoch
-    max_steps = optim.get("max_steps")
+    max_steps = optim.max_steps
     return steps if max_steps is None else min(steps, int(max_steps))
 
 
@@ -286,7 +286,7 @@ def open_tracker(cfg: DictConfig, run_dir: Path) -> tracker.Tracker:
     """The run's tracker (``logger``). TensorBoard's events: in a sweep under
     SWEEP_DIR/tensorboard/<the swept values>, made without following a link; else in
     RUN_DIR/tensorboard. Its hyperparameters: the fixed ones and those the sweep varies."""
-    name = cfg.get("logger", "none")
+    name = cfg.logger
     if name != "tensorboard":
         return tracker.tracker(name, run_dir)
     swept: list[str] = []

@@ -80,13 +80,13 @@ def check_optim(optim: Any) -> None:
         shown = list(milestones) if isinstance(milestones, ListConfig) else milestones
         raise ConfusionError(f"optim.milestones must be a list of positive epoch numbers, got "
                              f"{shown!r} (e.g. optim.milestones=[80,160])")
-    update = optim.get("update", "auto")
+    update = optim["update"]  # not optim.update: the mapping's own method
     if update not in UPDATES:
         raise ConfusionError(f"unknown optim.update '{update}': choose {', '.join(UPDATES)}")
     if update == "hooks" and (optim.momentum or optim.weight_decay):
         raise ConfusionError("optim.update=hooks applies plain SGD only: with momentum or weight "
                              "decay use optim.update=step or fused")
-    steps = optim.get("max_steps")
+    steps = optim.max_steps
     if not (is_count(steps, minimum=0, allow_none=True) and (steps is None or steps <= COUNT_MAX)):
         raise ConfusionError(f"optim.max_steps must be a non-negative integer or null, got {steps!r}")
     stop = optim.get("stop_loss")
@@ -107,7 +107,7 @@ def finished(optim: Any, epoch: int, step: int, last: dict[str, float] | None = 
     decision of the end: the loop stops on it, the last row carries a probe on it, no checkpoint
     follows it (run.py) and the bench counts probe events with it (as an upper bound where a
     stopping level may end the run sooner)."""
-    max_steps = optim.get("max_steps")
+    max_steps = optim.max_steps
     if epoch >= optim.epochs or (max_steps is not None and step >= max_steps):
         return True
     if not last:
@@ -120,7 +120,7 @@ def finished(optim: Any, epoch: int, step: int, last: dict[str, float] | None = 
 def steps_in_epoch(optim: Any, steps_per_epoch: int, step: int) -> int:
     """The SGD steps of the epoch that starts after step ``step``: a whole epoch, or what
     ``optim.max_steps`` leaves of it (0 once it is spent)."""
-    max_steps = optim.get("max_steps")
+    max_steps = optim.max_steps
     return steps_per_epoch if max_steps is None else max(0, min(steps_per_epoch, max_steps - step))
 
 
@@ -151,7 +151,7 @@ class Trainer:
         self.probes, self.schedule = list(probe_list), schedule or probes.Schedule()
         self.eval_batch_size = eval_batch_size
         self.loss_fn = loss_for(data.task)
-        update = optim.get("update", "auto")
+        update = optim["update"]  # not optim.update: the mapping's own method
         self.optimizer = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
                                          weight_decay=optim.weight_decay,
                                          fused=True if update == "fused" else None)

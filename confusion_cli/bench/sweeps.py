@@ -64,7 +64,7 @@ def sweep_seconds(cfg: DictConfig, archs: list[Arch], timings: dict[Arch, tuple[
     event's pairs x pair time (evaluation and I/O left out)."""
     spec = DATASETS[cfg.dataset.name]
     steps = (cfg.dataset.train_size or spec.sizes[0]) // cfg.optim.batch_size
-    max_steps = cfg.optim.get("max_steps")
+    max_steps = cfg.optim.max_steps
     sgd_steps = cfg.optim.epochs * steps if max_steps is None else min(max_steps, cfg.optim.epochs * steps)
     events = probe_events(cfg.probe, cfg.optim, steps)
     return sum(sgd_steps * timings[a][0] + events * cfg.probe.pairs * timings[a][1] for a in archs)

@@ -206,18 +206,18 @@ class Hessian(Probe):
     def check(self, train_size: int) -> None:
         for key in ("examples", "top_k", "iters"):
             positive_int(self.settings, key, "extra_probes.hessian")
-        if not isinstance(self.settings.get("spectrum", False), bool):
+        if not isinstance(self.settings.spectrum, bool):
             raise ConfusionError("extra_probes.hessian.spectrum must be true or false, got "
-                                 f"{self.settings.get('spectrum')!r}")
-        if self.settings.get("spectrum", False):
+                                 f"{self.settings.spectrum!r}")
+        if self.settings.spectrum:
             positive_int(self.settings, "density_iters", "extra_probes.hessian")
-            probes = self.settings.get("density_probes")
+            probes = self.settings.density_probes
             if not (isinstance(probes, int) and not isinstance(probes, bool) and probes >= 0):
                 raise ConfusionError("extra_probes.hessian.density_probes must be a non-negative "
                                      f"integer (0: no density), got {probes!r}")
 
     def memory(self, params: int, example_floats: int) -> tuple[int, str]:
-        steps = max(self.settings.iters, self.settings.get("density_iters", 0) or 0)
+        steps = max(self.settings.iters, self.settings.density_iters or 0)
         floats = steps * params + self.settings.examples * example_floats  # Lanczos basis
         return 4 * floats, "extra_probes.hessian.iters"
 
@@ -225,9 +225,9 @@ class Hessian(Probe):
         cfg, generator = self.settings, ctx.generator
         n = ctx.x_train.shape[0]
         index = torch.randperm(n, generator=generator, device=generator.device)[:cfg.examples]
-        spectrum = cfg.get("spectrum", False)
-        density_probes = cfg.get("density_probes", 0) if spectrum else 0
+        spectrum = cfg.spectrum
+        density_probes = cfg.density_probes if spectrum else 0
         return curvature_spectrum(ctx.model, ctx.loss_fn, ctx.x_train[index], ctx.y_train[index],
                                   top_k=cfg.top_k, iters=cfg.iters, generator=generator,
                                   gauss_newton=spectrum, density_probes=density_probes,
-                                  density_iters=cfg.get("density_iters", 24)), {}
+                                  density_iters=cfg.density_iters), {}
