@@ -107,7 +107,7 @@ def _probe_events(probe: Any, optim: Any, per_epoch: int) -> int:
     from .bench.sweeps import probe_events
 
     key = (str(probe.schedule), int(probe.every), bool(probe.at_init), int(optim.epochs),
-           optim.get("max_steps"), per_epoch)
+           optim.max_steps, per_epoch)
     if key not in _EVENTS:
         _EVENTS[key] = probe_events(probe, optim, per_epoch)
     return _EVENTS[key]
@@ -138,7 +138,7 @@ def run_cpu_seconds(cfg: Any) -> float:
     batch = train if optim.full_batch else min(int(optim.batch_size), train)
     per_epoch = train // batch if batch else 0
     steps = epochs = 0
-    while epochs < int(optim.epochs) and (optim.get("max_steps") is None or steps < optim.max_steps):
+    while epochs < int(optim.epochs) and (optim.max_steps is None or steps < optim.max_steps):
         steps += steps_in_epoch(optim, per_epoch, steps)
         epochs += 1
     probe = cfg.probe
