@@ -132,6 +132,15 @@ def test_a_probe_key_is_refused_only_when_no_job_of_the_launch_reads_it(tmp_path
         _prepare(["probe=per_example,all_pairs", "probe.pairs=3,100"], tmp_path)
 
 
+def test_a_bad_value_of_another_modes_key_gets_the_mode_error_not_the_value_error(tmp_path):
+    """probe.pairs=0 with probe=per_example: the probe checks only the keys its mode reads, so the
+    one line says the key belongs to another mode; under its own mode, 0 is the value error."""
+    with pytest.raises(ConfusionError, match=r"^probe.pairs=0 is a setting of probe=minibatch_pairs"):
+        _prepare(["probe=per_example", "probe.bn_mode=eval", "probe.pairs=0"], tmp_path)
+    with pytest.raises(ConfusionError, match=r"^probe.pairs must be a positive integer, got 0"):
+        _prepare(["probe=minibatch_pairs", "probe.pairs=0"], tmp_path)
+
+
 def test_a_sweep_job_is_checked_by_the_check_a_single_run_gets(tmp_path, monkeypatch):
     """One validation path: a single run and every job of a sweep go through validate_jobs and
     its per-job check_job."""

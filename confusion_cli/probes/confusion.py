@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfusionError
+from ..spec import probe_key_modes
 from .base import Probe, ProbeContext, Samples, Scalars, fits, positive_int, register
 from .gram import CHUNK_BUDGET, per_example_gram
 from .naive import BN_MODES
@@ -47,8 +48,11 @@ class ConfusionProbe(Probe):
     size_key = "batch_size"  # the setting that must fit in the training set
 
     def check(self, train_size: int) -> None:
+        """The settings this mode reads (the run spec's ``probe_key_modes``); another mode's key
+        is left to `confusion run`'s check of the command line (one line naming its mode)."""
         for key in ("pairs", "batches", "examples", "batch_size"):
-            positive_int(self.settings, key, "probe")
+            if self.settings.mode in (probe_key_modes(key) or (self.settings.mode,)):
+                positive_int(self.settings, key, "probe")
         positive_int(self.settings, "chunk_size", "probe", allow_none=True)
         check_group(self.settings.group)
         check_bn_mode(self.settings)
