@@ -436,9 +436,26 @@ def _optim(cfg, sizes):
     return check_optim(cfg.optim)
 
 
+def check_extra_nodes(extras) -> None:
+    """An extra probe's node that lacks settings its config file declares was not chosen: a sweep
+    (or the command line) set some of its settings, and extra_probes=[...] then left it out. One
+    line that says so, rather than a check of the missing setting."""
+    for name, settings in (extras or {}).items():
+        declared = _extra_probe_settings(name).get(name) if name in options("extra_probes") else None
+        if not declared or not hasattr(settings, "keys"):
+            continue
+        missing = sorted(set(declared) - set(settings.keys()))
+        if missing:
+            raise ConfusionError(
+                f"extra_probes.{name} has settings ({', '.join(sorted(settings.keys()))}) but the "
+                f"{name} probe is not chosen (it lacks {', '.join(missing)}): add {name} to "
+                f"extra_probes=[...], or choose a sweep that does not set its settings")
+
+
 def _probes(cfg, sizes):
     from . import probes
 
+    check_extra_nodes(cfg.get("extra_probes"))
     return probes.check(cfg.probe, cfg.get("extra_probes"), sizes["dataset"])
 
 

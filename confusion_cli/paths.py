@@ -28,12 +28,13 @@ def cache_data_dir() -> Path:
 
 def uses_legacy_data_dir() -> bool:
     """Whether the default is the working directory's data/ (no $CONFUSION_DATA, and data/ is a
-    folder that holds something)."""
+    folder that holds a file somewhere below it: empty dataset folders, as a failed import or a
+    stray mkdir leaves, do not hide the cache folder's datasets)."""
     legacy = Path(LEGACY_DATA_DIR)
     if os.environ.get("CONFUSION_DATA") or legacy.is_symlink() or not legacy.is_dir():
         return False
     try:
-        return any(legacy.iterdir())
+        return any(files for _, _, files in os.walk(legacy))
     except OSError:
         return False
 

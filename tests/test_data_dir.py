@@ -44,7 +44,9 @@ def test_the_default_is_the_per_user_cache_folder(elsewhere, monkeypatch):
 def test_a_data_folder_holding_datasets_stays_the_default_with_a_note(elsewhere):
     (Path("data")).mkdir()
     assert config.run_config([]).data_dir != "data"  # empty: not the old default's datasets
-    (Path("data") / "FashionMNIST").mkdir()
+    (Path("data") / "FashionMNIST" / "raw").mkdir(parents=True)
+    assert config.run_config([]).data_dir != "data"  # empty dataset folders hide nothing
+    (Path("data") / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"")
     assert config.run_config([]).data_dir == "data" and paths.uses_legacy_data_dir()
     assert "./data" in paths.legacy_note() and str(elsewhere / "xdg") in paths.legacy_note()
 
@@ -71,7 +73,8 @@ def test_confusion_data_into_a_folder_names_the_setting_that_reads_it(elsewhere,
 
 
 def test_confusion_data_into_the_old_folder_says_so(elsewhere, tiny_fashion, capsys):
-    (Path("data") / "MNIST").mkdir(parents=True)
+    (Path("data") / "MNIST" / "raw").mkdir(parents=True)
+    (Path("data") / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"")  # a dataset file
     assert cli.main(["data", "fashion_mnist", "--from", str(tiny_fashion)]) == 0
     out, err = capsys.readouterr()
     assert out.strip() == f"fashion_mnist: ready under {elsewhere / 'work' / 'data' / 'FashionMNIST' / 'raw'}"

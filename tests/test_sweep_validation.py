@@ -33,6 +33,9 @@ def test_a_sweep_with_a_bad_value_is_one_line_and_writes_nothing(tmp_path):
     (["probe.pairs=10,200000"], "job 1 (probe.pairs=200000): this run would hold about"),  # the largest job
     (["+sweep=init_depth", "scale=smoke", "model.width=0"], "job 0 (seed=0 model.depth=1): model.width must"),
     (["+sweep=linreg", "scale=smoke", "optim.lr=0.3,-3"], "job 1 (seed=0 dataset.dim=80 optim.lr=-3)"),
+    (["+sweep=spectrum_batch", "scale=smoke", "dataset=digits", "extra_probes=[]"],  # the sweep sets fisher's
+     "job 0 (seed=0 optim.batch_size=8): extra_probes.fisher has settings (examples) but the fisher probe "
+     "is not chosen (it lacks search, top_k): add fisher to extra_probes=[...]"),
 ])
 def test_any_bad_job_is_named_before_anything_runs(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
