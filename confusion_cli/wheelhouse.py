@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent  # the project's tree (pyproject.t
 NODE_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "matplotlib", "pytest")
 # what it lacks: the project's pure-Python requirements (and theirs) beyond NODE_PACKAGES and
 # their own dependencies (packaging, typing_extensions, ...); scipy is left out (binary, used by
-# `confusion claims` only)
+# `confusion claims` only), and so is tqdm: progress.py imports it only to draw live lines on a
+# terminal, and draws a hand-written line without it (off a terminal, as in gpu_check's stages,
+# nothing imports it; tests/test_progress.py runs both without tqdm)
 OFFLINE_PACKAGES = ("hydra-core", "omegaconf", "antlr4-python3-runtime", "hydra-joblib-launcher",
                     "hydra-submitit-launcher", "submitit", "joblib", "cloudpickle", "PyYAML")
 FROM_SDIST = ("antlr4-python3-runtime", "PyYAML")  # built here into py3-none-any wheels

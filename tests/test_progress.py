@@ -3,6 +3,7 @@ ETA) and a sweep line (runs done of the total, ETA), with tqdm or a hand-written
 terminal the plain lines, one per epoch, exactly as before."""
 
 import io
+import os
 import re
 
 import pytest
@@ -163,3 +164,37 @@ def test_on_a_terminal_a_run_draws_its_live_line(tmp_path, monkeypatch):
     assert printed[0].startswith("mlp on digits") and printed[-1] == "complete: 2 epochs, 8 steps"
     assert [EPOCH_LINE.match(line).group(1) for line in printed[1:-1]] == ["2"]  # the last epoch only
     assert progress.current() is None  # taken down at the end of the command
+
+
+def test_without_tqdm_the_live_line_is_hand_written(monkeypatch):
+    """tqdm is imported only when a live line is drawn, and may be missing (an offline GPU node
+    installs the wheelhouse, which leaves it out: confusion_cli/wheelhouse.py): the default then
+    draws the hand-written line; asking for tqdm by name says it is missing."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `from tqdm import tqdm` raises ImportError
+    assert progress._tqdm_class() is None
+    with pytest.raises(ImportError):
+        progress.Live(Tty(), Tty(), use_tqdm=True)
+    monkeypatch.setenv("COLUMNS", "200")
+    clock, stream = Clock(), Tty()
+    view = progress.Live(stream, Tty(), clock=clock)
+    assert view.tqdm is None
+    drive(view, clock)
+    view.close()
+    assert "[run 1/3] depth=1 lr=0.1  epoch 1/2  loss 0.5  min_cos -0.1250  ETA 20s  |  sweep depth" \
+        in stream.getvalue()
+
+
+def test_the_plain_lines_never_import_tqdm():
+    """Off a terminal (logs, Slurm, the GPU node's checks) nothing imports tqdm."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from confusion_cli import progress; "
+            "assert progress.live() is None; progress.echo('epoch 1/2'); progress.close(); "
+            "print('tqdm' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TERM": "xterm"})  # stderr a pipe: no live view
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["epoch 1/2", "False"]
