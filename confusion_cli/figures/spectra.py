@@ -192,7 +192,7 @@ def density_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
 
 
 JAMMING_PANELS = [("train_loss", "final training loss"), ("test_error", "test error"),
-                  ("ex_q05_cos", "per-example cosines, 5% quantile"),
+                  ("ex_q05_cos", "per-example cosine, q05"),
                   ("fisher_outliers", "Fisher outliers"),
                   ("epoch", "epochs to a fit (or the budget)")]
 
@@ -217,7 +217,10 @@ def jamming_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
     size = format_value(runs["dataset.train_size"].iloc[0])
     star = f"N*/P = {critical:.3g}" if critical is not None else "no width fits the P examples"
     title = f"{describe(runs, ['model.width'])}: jamming, P = {size}; {star}"
-    note = "; ".join([footnote(runs, ["model.width"]), "N: trainable parameters, P: training examples",
+    stop = runs["optim.stop_acc"].dropna().unique() if "optim.stop_acc" in runs else []
+    budget = format_value(runs["optim.epochs"].max())
+    until = f"trained to training accuracy {format_value(stop[0])} or {budget} epochs" if len(stop) else ""
+    note = "; ".join([footnote(runs, ["model.width"], until), "N: trainable parameters, P: training examples",
                       "N*: the smallest N whose every run ends at training accuracy 1 (dashed)", RULE])
     fig, axes = new_figure(len(JAMMING_PANELS), title, note)
     tables = []
