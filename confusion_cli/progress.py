@@ -12,7 +12,7 @@ its end, a skipped run) goes above the live lines; when stdout is not a terminal
 The sweep's ETA: the median wall time of the runs this process ran to the end times the runs
 left, plus what the current run has left; before one has ended, the current run's projected
 length (its time per SGD step so far x its steps) stands in for the median, and before its
-first steps, its estimate from the config (``sweep_table.run_cpu_seconds``: the bench's rates).
+first steps, its estimate from the config (``sweep_table.run_cpu_seconds``: the records' costs).
 Imports neither torch nor the records.
 """
 
