@@ -20,7 +20,7 @@ test:  ## lint and the whole test suite (CPU only, no network), one pytest worke
 	$(BIN)/ruff check confusion_cli tests
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup
 
-test-fast:  ## lint and the tests not marked slow (a few minutes on 2 cores; make test runs all)
+test-fast:  ## lint and the tests not marked slow (3 min on 2 cores shared with a sweep, load 4-6; make test runs all)
 	$(BIN)/ruff check confusion_cli tests
 	$(BIN)/pytest -m 'not slow' --strict-markers -n $(TEST_JOBS) --dist loadgroup
 
