@@ -206,34 +206,39 @@ def critical_ratio(runs: pd.DataFrame) -> float | None:
 
 @register("jamming")
 def jamming_figure(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Training loss, test error, confusion and Fisher outliers against N / P, N* marked."""
+    """Training loss, test error, confusion, Fisher outliers and epochs trained against N / P,
+    one curve per training-set size P, each with its N* marked."""
     runs = complete(frame)
     if runs.empty or "fisher_params" not in runs:
         return []
     params = runs.groupby("run_dir")["fisher_params"].transform("max")
     runs = runs.assign(n_over_p=params / runs["dataset.train_size"].astype(float),
                        test_error=1 - runs["test_acc"])
-    critical = critical_ratio(runs)
-    size = format_value(runs["dataset.train_size"].iloc[0])
-    star = f"N*/P = {critical:.3g}" if critical is not None else "no width fits the P examples"
-    title = f"{describe(runs, ['model.width'])}: jamming, P = {size}; {star}"
+    by = ["dataset.train_size"]
+    colour = colours(runs, by)
+    critical = {key_of(key): critical_ratio(rows) for key, rows in groups(runs, by)}
+    stars = [f"P = {format_value(key[0])}: " + (f"N*/P = {ratio:.3g}" if ratio is not None else "no fit")
+             for key, ratio in critical.items()]
+    title = f"{describe(runs, ['model.width', *by])}: jamming; {', '.join(stars)}"
     stop = runs["optim.stop_acc"].dropna().unique() if "optim.stop_acc" in runs else []
     budget = format_value(runs["optim.epochs"].max())
     until = f"trained to training accuracy {format_value(stop[0])} or {budget} epochs" if len(stop) else ""
-    note = "; ".join([footnote(runs, ["model.width"], until), "N: trainable parameters, P: training examples",
+    note = "; ".join([footnote(runs, ["model.width", *by], until),
+                      "N: trainable parameters, P: training examples",
                       "N*: the smallest N whose every run ends at training accuracy 1 (dashed)", RULE])
     fig, axes = new_figure(len(JAMMING_PANELS), title, note)
     tables = []
     for ax, (metric, name) in zip(axes, JAMMING_PANELS):
         if metric not in runs:
             continue
-        stats = aggregate_final(runs, ["n_over_p"], metric).assign(phase="end")
-        draw_lines(ax, stats, "n_over_p", ["phase"], lambda key: "end of training", colours(stats, ["phase"]))
-        if critical is not None:
-            ax.axvline(critical, ls="--", color="0.4", lw=1)
+        stats = aggregate_final(runs, ["n_over_p", *by], metric)
+        draw_lines(ax, stats, "n_over_p", by, lambda key: f"P = {format_value(key[by[0]])}", colour)
+        for key, ratio in critical.items():
+            if ratio is not None:
+                ax.axvline(ratio, ls="--", color=colour[key], lw=1)
         ax.set_xscale("log")
         if metric in ("train_loss", "epoch"):
             ax.set_yscale("log")
         ax.set(xlabel="N / P (log scale)", ylabel=metric, title=name)
         tables.append(stats.assign(metric=metric))
-    return finish(fig, axes, 1, tables, out, "jamming")
+    return finish(fig, axes, len(colour), tables, out, "jamming")
