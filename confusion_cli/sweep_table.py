@@ -162,6 +162,7 @@ def run_parts(cfg: Any) -> dict[str, float]:
     from omegaconf import OmegaConf
 
     from . import data
+    from .train import steps_in_epoch
 
     parts = ("dataset", "model", "optim", "probe", "extra_probes")
     if OmegaConf.is_config(cfg):  # resolved once: each access to a config re-parses its interpolations
@@ -174,7 +175,7 @@ def run_parts(cfg: Any) -> dict[str, float]:
     per_epoch = train // batch if batch else 0
     steps = epochs = 0
     while epochs < int(optim.epochs) and (optim.max_steps is None or steps < optim.max_steps):
-        steps += per_epoch if optim.max_steps is None else max(0, min(per_epoch, optim.max_steps - steps))
+        steps += steps_in_epoch(optim, per_epoch, steps)
         epochs += 1
     probe = cfg.probe
     mode = str(probe.mode)
