@@ -244,21 +244,25 @@ class Probe:
     augment: Any = probe_setting(False, SCHEDULE)  # probe on augmented batches when the dataset augments
 
 
+def _declared_modes(key: str) -> tuple[str, ...] | None:
+    """The ``modes`` the probe field ``key`` declares (``probe_setting``); None for no such field."""
+    found = {f.name: f for f in dataclasses.fields(Probe)}.get(key)
+    return found.metadata.get("modes") if found is not None else None
+
+
 def probe_key_modes(key: str) -> tuple[str, ...] | None:
     """The confusion modes that read the probe key ``key`` (``pairs``: ("minibatch_pairs",)) as
     its field declares them; None for a key every mode reads, ``mode`` itself, a schedule key
     (every probe reads it) or no field of ``Probe``."""
-    found = {f.name: f for f in dataclasses.fields(Probe)}.get(key)
-    modes = found.metadata.get("modes") if found is not None else None
+    modes = _declared_modes(key)
     return modes if modes and SCHEDULE not in modes else None
 
 
 def probe_key_scope(key: str) -> str | None:
     """Who reads the probe key ``key``, in words, from its declaration (what --help prints)."""
-    found = {f.name: f for f in dataclasses.fields(Probe)}.get(key)
-    if found is None or "modes" not in found.metadata:
+    modes = _declared_modes(key)
+    if modes is None:
         return None
-    modes = found.metadata["modes"]
     if SCHEDULE in modes:
         return "schedule: every probe"
     return f"probe={' | '.join(modes)}" if modes else "every mode"

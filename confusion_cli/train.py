@@ -89,11 +89,11 @@ def check_optim(optim: Any) -> None:
     steps = optim.max_steps
     if not (is_count(steps, minimum=0, allow_none=True) and (steps is None or steps <= COUNT_MAX)):
         raise ConfusionError(f"optim.max_steps must be a non-negative integer or null, got {steps!r}")
-    stop = optim.get("stop_loss")
+    stop = optim.stop_loss
     if stop is not None and not (is_number(stop) and math.isfinite(stop) and stop > 0):
         raise ConfusionError(f"optim.stop_loss must be a positive number or null, got {stop!r} "
                              "(e.g. optim.stop_loss=0.001: stop once an epoch's training loss is that low)")
-    stop = optim.get("stop_acc")
+    stop = optim.stop_acc
     if stop is not None and not (is_number(stop) and 0 < stop <= 1):
         raise ConfusionError(f"optim.stop_acc must be a number in (0, 1] or null, got {stop!r} "
                              "(e.g. optim.stop_acc=1: stop at the first epoch that fits every example)")
@@ -112,7 +112,7 @@ def finished(optim: Any, epoch: int, step: int, last: dict[str, float] | None = 
         return True
     if not last:
         return False
-    stop_loss, stop_acc = optim.get("stop_loss"), optim.get("stop_acc")
+    stop_loss, stop_acc = optim.stop_loss, optim.stop_acc
     return ((stop_loss is not None and last["train_loss"] <= stop_loss)
             or (stop_acc is not None and last["train_acc"] >= stop_acc))
 
